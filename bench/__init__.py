@@ -1,0 +1,37 @@
+"""collapse-bench: a benchmark suite for model collapse."""
+
+from bench.components import (
+    FitRequest,
+    Generator,
+    Metric,
+    MetricContext,
+    ModelBundle,
+    Policy,
+    PolicyContext,
+    RealData,
+    Samples,
+    Scorer,
+    Scores,
+    Trainer,
+)
+from bench.errors import BenchError
+from bench.hookspecs import hookimpl
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BenchError",
+    "FitRequest",
+    "Generator",
+    "Metric",
+    "MetricContext",
+    "ModelBundle",
+    "Policy",
+    "PolicyContext",
+    "RealData",
+    "Samples",
+    "Scorer",
+    "Scores",
+    "Trainer",
+    "hookimpl",
+]

@@ -1,0 +1,126 @@
+"""The ``bench`` command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+import bench
+from bench.errors import BenchError
+
+DEFAULT_PLUGIN = "gmm"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(bench.__version__, prog_name="collapse-bench")
+def cli() -> None:
+    """collapse-bench: train models generation after generation on their own output, and measure
+    the collapse."""
+
+
+@cli.command()
+@click.option("--plugin", "-p", help=f"Model plugin (default {DEFAULT_PLUGIN}; `bench plugins` lists them).")
+@click.option("--preset", help="Preset of the plugin (default: its smoke preset).")
+@click.option("--generations", "-g", type=int, help="Generations after generation 0 (default: the preset's).")
+@click.option("--seeds", "--seed", "seeds", help="Seeds: 3, 0-4 or 0,2,7 (one run each; default 0).")
+@click.option("--policy", help="Data policy: replace, mix:P, accumulate, accumulate-subsample[:SIZE], fresh:P.")
+@click.option("--start", type=click.Choice(["pretrained", "gen0", "previous"]),
+              help="Where generations after the first start training from.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override a parameter (repeatable); policy parameters as policy.KEY=VALUE.")
+@click.option("--metric", "metrics", multiple=True, help="Metrics to compute instead of the plugin's defaults (repeatable).")
+@click.option("--config", type=click.Path(dir_okay=False), help="A YAML or TOML file holding a whole spec.")
+@click.option("--out", "-o", default=None, help="Folder for the run folders (default results/).")
+@click.option("--keep-states", default="first-last", show_default=True,
+              help="Model states to keep: first-last, all, or every:N.")
+@click.option("--dry-run", is_flag=True, help="Print the resolved spec and run folder; run nothing.")
+def run(plugin, preset, generations, seeds, policy, start, sets, metrics, config, out, keep_states, dry_run):
+    """Run, resume or extend collapse chains (one run per seed).
+
+    \b
+    Examples:
+      bench run --plugin gmm --preset smoke
+      bench run --plugin gmm --preset paper --seeds 0-4 --policy mix:0.1
+      bench run --plugin gaussian --set n_samples=50 --generations 200
+    """
+    from bench import api
+    from bench.loop import Run
+    from bench.plugins import Bench
+    from bench.progress import Progress
+    from bench.spec import load_config
+
+    _check_keep_states(keep_states)
+    b = Bench()
+    cfg = load_config(config) if config else {}
+    if not plugin and not cfg.get("plugin"):
+        plugin = DEFAULT_PLUGIN
+    out_dir = Path(out or cfg.get("out") or api.DEFAULT_OUT)
+    specs = api.specs(plugin, preset, seeds=seeds, generations=generations, policy=policy, start=start,
+                      set=list(sets), metrics=list(metrics) or None, config=config, bench=b)
+    if dry_run:
+        for spec in specs:
+            click.echo(json.dumps({"run_folder": str(out_dir / spec.folder_name), "run_id": spec.run_id,
+                                   "spec": spec.to_dict()}, indent=2))
+        return
+    for spec in specs:
+        Run(b, spec, out_dir, keep_states=keep_states).execute(Progress(spec.folder_name))
+    click.echo(f"Results: {out_dir}/ ({len(specs)} run{'s' * (len(specs) != 1)}: "
+               + ", ".join(spec.folder_name for spec in specs) + ")")
+    click.echo(f"Read them with: python -c \"import bench.api as cb; print(cb.metrics('{out_dir}'))\"")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def plugins(as_json):
+    """List installed plugins, their versions and what each registers."""
+    from bench.plugins import Bench
+
+    b = Bench()
+    infos = [info.as_dict() for info in b.infos.values()]
+    if as_json:
+        click.echo(json.dumps(infos, indent=2))
+        return
+    for info in infos:
+        origin = "first-party" if info["first_party"] else info["distribution"] or "local"
+        click.echo(f"{info['name']} {info['version']} ({origin})")
+        for kind, names in info["registers"].items():
+            click.echo(f"  {kind}: {', '.join(names)}")
+
+
+def _check_keep_states(value: str) -> None:
+    if value in ("first-last", "all"):
+        return
+    if value.startswith("every:") and value[6:].isdigit() and int(value[6:]) > 0:
+        return
+    raise BenchError(f"--keep-states {value!r}: use first-last, all, or every:N with N >= 1")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: user mistakes end with a message and a non-zero exit, never a traceback."""
+    try:
+        cli.main(args=argv, prog_name="bench", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("\nInterrupted. Finished generations are kept: run the same command again to resume.",
+                   err=True)
+        sys.exit(130)
+    except BenchError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(2)
+    except OSError as exc:
+        from bench.loop import _os_message
+
+        click.echo(f"Error: {_os_message(exc, Path(exc.filename or '.'))}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,255 @@
+"""The things a plugin registers, and the values the loop hands them.
+
+Every concept of the design card has one class here: a model bundle (what ``--plugin NAME``
+selects), a trainer, a generator, a scorer, a metric and a policy. Plugins build instances of these
+and pass them to the ``register`` callback of the matching hook (see :mod:`bench.hookspecs`).
+
+Samples travel as :class:`Samples`: a sample kind and one NumPy array whose first axis indexes the
+samples (vectors: ``(n, d)`` floats; tokens: ``(n, L)`` integer ids; images: ``(n, H, W)`` floats;
+categorical: ``(n,)`` integer states). Policies mix data by indexing that axis, so they work for
+every kind. Model state is a flat ``dict[str, np.ndarray]``: saved as safetensors, never pickled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+SAMPLE_KINDS = ("vectors", "tokens", "images", "categorical")
+DIRECTIONS = ("higher", "lower", "target")
+STARTS = ("pretrained", "gen0", "previous")
+
+State = dict[str, np.ndarray]
+Params = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Samples:
+    """A set of samples of one kind; ``data``'s first axis indexes the samples."""
+
+    kind: str
+    data: np.ndarray
+
+    def __post_init__(self) -> None:
+        if self.kind not in SAMPLE_KINDS:
+            raise ValueError(f"unknown sample kind {self.kind!r}; expected one of {SAMPLE_KINDS}")
+
+    def __len__(self) -> int:
+        return int(self.data.shape[0])
+
+    def take(self, index: np.ndarray | Sequence[int]) -> "Samples":
+        return Samples(self.kind, self.data[np.asarray(index, dtype=np.int64)])
+
+    @staticmethod
+    def concat(parts: Sequence["Samples"]) -> "Samples":
+        if not parts:
+            raise ValueError("cannot concatenate zero sample sets")
+        kinds = {p.kind for p in parts}
+        if len(kinds) != 1:
+            raise ValueError(f"cannot concatenate samples of kinds {sorted(kinds)}")
+        return Samples(parts[0].kind, np.concatenate([p.data for p in parts], axis=0))
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Per-sample log-likelihood in nats and the number of units (dimensions, tokens, pixels)."""
+
+    loglik: np.ndarray
+    units: np.ndarray
+
+    @property
+    def nll_per_unit(self) -> float:
+        """Mean negative log-likelihood per unit over all units (a pooled mean, not a mean of means)."""
+        return float(-self.loglik.sum() / self.units.sum())
+
+
+@dataclass
+class RealData:
+    """The real data of a model bundle for one seed.
+
+    ``fresh`` draws new, unseen real samples (for the ``fresh`` policy) where the source can;
+    ``true_loglik`` scores samples under the true density where the plugin knows it.
+    """
+
+    train: Samples
+    test: Samples
+    validation: Samples | None = None
+    fresh: Callable[[int, np.random.Generator], Samples] | None = None
+    true_loglik: Callable[[Samples], np.ndarray] | None = None
+    fingerprint: str = ""
+
+
+@dataclass(frozen=True)
+class FitRequest:
+    """What a trainer gets: the data D_k, the real validation split, where to start, its params."""
+
+    data: Samples
+    validation: Samples | None
+    start: str
+    init: State | None
+    params: Params
+    rng: np.random.Generator
+    generation: int
+
+
+@dataclass(frozen=True)
+class ModelBundle:
+    """What ``--plugin NAME`` selects: the real-data source, default components, metrics, presets.
+
+    ``params`` holds the bundle's own parameters with their defaults; presets override any of
+    them (and may set ``generations``, ``policy``, ``start``). ``load_real(params, seed)`` returns
+    :class:`RealData`.
+    """
+
+    name: str
+    kind: str
+    load_real: Callable[[Params, int], RealData]
+    trainer: str
+    generator: str
+    scorer: str
+    metrics: tuple[str, ...] = ()
+    params: Mapping[str, Any] = field(default_factory=dict)
+    presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    default_preset: str = "smoke"
+    description: str = ""
+    version: str = "1"
+
+
+@dataclass(frozen=True)
+class Trainer:
+    """Fits a model to ``request.data``; returns its state.
+
+    ``initial_state(params, rng)`` gives the 'pretrained' start where the model has one; a trainer
+    without it treats 'pretrained' as 'from scratch'.
+    """
+
+    name: str
+    fit: Callable[[FitRequest], State]
+    params: Mapping[str, Any] = field(default_factory=dict)
+    initial_state: Callable[[Params, np.random.Generator], State] | None = None
+    kinds: tuple[str, ...] = SAMPLE_KINDS
+    version: str = "1"
+
+
+@dataclass(frozen=True)
+class Generator:
+    """Draws ``n`` samples from a fitted model: ``generate(state, n, prompts, params, rng)``.
+
+    ``prompts`` is the real training set for conditional models (each sample continues one prompt),
+    and may be ignored by unconditional ones. Decoding settings live in ``params``.
+    """
+
+    name: str
+    generate: Callable[[State, int, "Samples | None", Params, np.random.Generator], Samples]
+    params: Mapping[str, Any] = field(default_factory=dict)
+    kinds: tuple[str, ...] = SAMPLE_KINDS
+    version: str = "1"
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """Scores samples under a fitted model: ``score(state, samples, params) -> Scores``."""
+
+    name: str
+    score: Callable[[State, Samples, Params], Scores]
+    params: Mapping[str, Any] = field(default_factory=dict)
+    kinds: tuple[str, ...] = SAMPLE_KINDS
+    version: str = "1"
+
+
+@dataclass
+class MetricContext:
+    """What a metric sees for generation k (row k describes model M_k).
+
+    ``samples`` is S_{k+1}, drawn from M_k; ``state`` is M_k's state and ``reference_state`` M_0's.
+    ``score(state, samples)`` runs the bundle's scorer. ``cache`` is shared by all metrics of one
+    generation so that, for example, reference scores are computed once; use :meth:`cached`.
+    """
+
+    generation: int
+    bundle: ModelBundle
+    params: Params
+    real: RealData
+    state: State
+    reference_state: State
+    samples: Samples
+    score: Callable[[State, Samples], Scores]
+    rng: np.random.Generator
+    cache: dict = field(default_factory=dict)
+
+    def cached(self, key: str, compute: Callable[[], Any]) -> Any:
+        if key not in self.cache:
+            self.cache[key] = compute()
+        return self.cache[key]
+
+    # Scores every metric of the generic family needs, computed at most once per generation.
+    def reference_scores_real_test(self) -> Scores:
+        return self.cached("ref:test", lambda: self.score(self.reference_state, self.real.test))
+
+    def reference_scores_samples(self) -> Scores:
+        return self.cached("ref:samples", lambda: self.score(self.reference_state, self.samples))
+
+    def model_scores_real_test(self) -> Scores:
+        return self.cached("model:test", lambda: self.score(self.state, self.real.test))
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A metric computed once per generation.
+
+    ``compute(ctx)`` returns a float, or a dict of floats whose keys become ``name/key`` rows.
+    ``direction`` is ``higher``, ``lower`` or ``target`` (then ``target`` is the value to be near,
+    e.g. 1.0 for ratios to real data). ``kinds`` lists the sample kinds it accepts; ``needs_scorer``
+    marks metrics built on per-sample likelihoods.
+    """
+
+    name: str
+    compute: Callable[[MetricContext], "float | dict[str, float]"]
+    direction: str
+    version: str = "1"
+    target: float | None = None
+    kinds: tuple[str, ...] = SAMPLE_KINDS
+    needs_scorer: bool = False
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.direction not in DIRECTIONS:
+            raise ValueError(f"metric {self.name!r}: direction must be one of {DIRECTIONS}")
+        if (self.direction == "target") != (self.target is not None):
+            raise ValueError(f"metric {self.name!r}: give a target exactly when direction='target'")
+
+
+@dataclass(frozen=True)
+class PolicyContext:
+    """What a policy sees when it builds D_{k+1} (``generation`` is k+1).
+
+    ``synthetic`` is [S_1, ..., S_{k+1}]; ``score(samples)`` scores under the current model M_k
+    (for curation); ``real.fresh`` draws unseen real data where the source has it.
+    """
+
+    generation: int
+    real: RealData
+    synthetic: Sequence[Samples]
+    params: Params
+    rng: np.random.Generator
+    score: Callable[[Samples], Scores]
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Builds the training data D_{k+1} of the next generation: ``build(ctx) -> Samples``.
+
+    ``params`` are the defaults; ``positional`` names the parameter that ``name:VALUE`` sets on the
+    command line (``mix:0.1`` sets ``p``). ``validate(params)`` raises ValueError with a message for
+    the user.
+    """
+
+    name: str
+    build: Callable[[PolicyContext], Samples]
+    params: Mapping[str, Any] = field(default_factory=dict)
+    positional: str | None = None
+    validate: Callable[[Params], None] | None = None
+    description: str = ""
+    version: str = "1"

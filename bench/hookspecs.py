@@ -1,0 +1,114 @@
+"""Every hook of collapse-bench, in one place.
+
+A plugin is a module (or object) with functions named like these specs and marked with
+``@bench.hookimpl``; it is found through the ``collapse_bench`` entry-point group. The first-party
+plugins in ``plugins/`` register through the same group. Registration hooks receive a ``register``
+callback so one plugin can add several things; registering a second thing under a taken name is an
+error that names both plugins. Hooks are documented for plugin authors in CONTRIBUTING.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import pluggy
+
+PROJECT = "collapse_bench"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+# --------------------------------------------------------------------------------------------------
+# Registration: called once when the plugin manager starts.
+# --------------------------------------------------------------------------------------------------
+
+
+@hookspec
+def bench_register_models(register: Callable[[Any], None]) -> None:
+    """Register model bundles (what ``bench run --plugin NAME`` selects).
+
+    :param register: call ``register(bench.ModelBundle(...))`` once per bundle.
+    The harness adds each bundle to the model registry under its ``name``.
+    """
+
+
+@hookspec
+def bench_register_trainers(register: Callable[[Any], None]) -> None:
+    """Register trainers.
+
+    :param register: call ``register(bench.Trainer(...))`` once per trainer.
+    The loop calls the trainer's ``fit`` once per generation and saves the state it returns.
+    """
+
+
+@hookspec
+def bench_register_generators(register: Callable[[Any], None]) -> None:
+    """Register generators.
+
+    :param register: call ``register(bench.Generator(...))`` once per generator.
+    The loop calls ``generate`` once per generation for as many samples as the real training set.
+    """
+
+
+@hookspec
+def bench_register_scorers(register: Callable[[Any], None]) -> None:
+    """Register scorers.
+
+    :param register: call ``register(bench.Scorer(...))`` once per scorer.
+    The loop scores each generation's samples under M_0 and M_k and stores the scores with them;
+    the generic metrics are built on the scorer.
+    """
+
+
+@hookspec
+def bench_register_metrics(register: Callable[[Any], None]) -> None:
+    """Register metrics.
+
+    :param register: call ``register(bench.Metric(...))`` once per metric.
+    The loop computes each metric a run asks for once per generation and writes one tidy row per
+    value, with the metric's version and direction.
+    """
+
+
+@hookspec
+def bench_register_policies(register: Callable[[Any], None]) -> None:
+    """Register data policies (what ``--policy NAME[:VALUE]`` selects).
+
+    :param register: call ``register(bench.Policy(...))`` once per policy.
+    The loop calls ``build`` to make the training data of every generation after the first.
+    """
+
+
+# --------------------------------------------------------------------------------------------------
+# Events: called while runs progress. Loggers hang here; their return values are ignored.
+# --------------------------------------------------------------------------------------------------
+
+
+@hookspec
+def bench_run_started(run: Any) -> None:
+    """A run starts or resumes.
+
+    :param run: the :class:`bench.loop.RunInfo` (``run.path``, ``run.spec``, ``run.run_id``,
+        ``run.done``: generations finished before this start).
+    """
+
+
+@hookspec
+def bench_generation_finished(run: Any, generation: int, metrics: list) -> None:
+    """Generation ``generation`` has been written to disk (it survives a crash from here on).
+
+    :param run: the :class:`bench.loop.RunInfo`.
+    :param generation: k, the generation whose row was written (model M_k).
+    :param metrics: the metric rows written for it, as dicts (``metric``, ``value``, ...).
+    """
+
+
+@hookspec
+def bench_run_finished(run: Any, status: str, error: str | None) -> None:
+    """A run stops.
+
+    :param run: the :class:`bench.loop.RunInfo`.
+    :param status: ``complete``, ``interrupted`` or ``failed``.
+    :param error: the reason when it failed, else None.
+    """

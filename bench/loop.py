@@ -1,0 +1,498 @@
+"""The recursive loop: fit, generate, measure, build the next data; one generation at a time.
+
+Row k of the results describes model M_k. M_0 is fitted on the real training set; S_{k+1} is drawn
+from M_k and measured with it; D_{k+1} = policy(R, S_1..S_{k+1}) trains M_{k+1}. Each generation is
+written to ``gens/<k>/`` by renaming a finished temporary folder, so a crash at any moment leaves
+the run at its last finished generation, and the same command resumes it. Randomness comes only
+from ``rng(seed, k, stream)``, so a resumed run ends exactly as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import traceback
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+import bench
+from bench import results as R
+from bench.components import FitRequest, MetricContext, PolicyContext, Samples, Scores
+from bench.errors import BenchError, RunLocked
+from bench.plugins import Bench, PluginError
+from bench.spec import Spec
+
+# Independent random streams of one generation.
+TRAIN, GENERATE, POLICY, METRICS, INIT = range(5)
+GEN0_CACHE = ".gen0"
+SINGULAR = {"models": "model", "trainers": "trainer", "generators": "generator", "scorers": "scorer",
+            "metrics": "metric", "policies": "policy"}
+
+
+def rng(seed: int, generation: int, stream: int) -> np.random.Generator:
+    return np.random.default_rng([seed, generation, stream])
+
+
+@dataclass
+class RunInfo:
+    """What event hooks get: where a run lives and what it is."""
+
+    path: Path
+    spec: Spec
+    run_id: str
+    done: int = 0
+
+
+@dataclass
+class RunOutcome:
+    path: Path
+    spec: Spec
+    status: str
+    generations_done: int
+    error: str | None = None
+
+
+class PluginFailure(BenchError):
+    """A plugin's component raised during a run."""
+
+
+# -- locking ------------------------------------------------------------------------------------
+
+
+class FolderLock:
+    """An exclusive lock on a folder (flock: released by the OS when the process dies)."""
+
+    def __init__(self, path: Path, what: str, blocking: bool = False) -> None:
+        self.path = path
+        self.what = what
+        self.blocking = blocking
+        self.fh = None
+
+    def __enter__(self) -> "FolderLock":
+        self.fh = open(self.path, "a+")
+        try:
+            fcntl.flock(self.fh, fcntl.LOCK_EX | (0 if self.blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            self.fh.seek(0)
+            holder = self.fh.read().strip() or "another process"
+            self.fh.close()
+            raise RunLocked(
+                f"{self.what} is in use by {holder}. Wait for it to finish or stop it; "
+                "running the same command twice at once is not supported."
+            ) from None
+        self.fh.seek(0)
+        self.fh.truncate()
+        self.fh.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        self.fh.flush()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fh is not None:
+            self.fh.seek(0)
+            self.fh.truncate()
+            fcntl.flock(self.fh, fcntl.LOCK_UN)
+            self.fh.close()
+
+
+# -- provenance ---------------------------------------------------------------------------------
+
+
+def _git_sha() -> str | None:
+    here = Path(bench.__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "--verify", "-q", "HEAD"],
+            capture_output=True, text=True, timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def code_versions(b: Bench, spec: Spec) -> dict[str, str]:
+    """The versions of everything whose code makes the results: package, plugins, components."""
+    versions = {"collapse-bench": bench.__version__}
+    parts = [("models", spec.plugin), ("trainers", spec.trainer), ("generators", spec.generator),
+             ("scorers", spec.scorer), ("policies", spec.policy)] + [("metrics", m) for m in spec.metrics]
+    for kind, name in parts:
+        info = b.owner(kind, name)
+        item = b.registries[kind].get(name)
+        versions[f"{SINGULAR[kind]}:{name}"] = f"{info.name} {info.version} / {getattr(item, 'version', '1')}"
+    return versions
+
+
+def provenance(b: Bench, spec: Spec) -> dict[str, Any]:
+    return {
+        "collapse_bench": bench.__version__,
+        "git_sha": _git_sha(),
+        "python": sys.version.split()[0],
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+        "host": socket.gethostname(),
+        "device": "cpu",
+        "code_versions": code_versions(b, spec),
+    }
+
+
+# -- the run ------------------------------------------------------------------------------------
+
+
+class Run:
+    """One chain for one spec and seed, living in ``out/<spec.folder_name>``."""
+
+    def __init__(self, b: Bench, spec: Spec, out: Path, keep_states: str = "first-last",
+                 log: Callable[[str], None] | None = None) -> None:
+        self.b = b
+        self.spec = spec
+        self.out = Path(out)
+        self.path = self.out / spec.folder_name
+        self.keep_states = keep_states
+        self._echo = log
+        self.bundle = b.models.get(spec.plugin)
+        self.trainer = b.trainers.get(spec.trainer)
+        self.generator = b.generators.get(spec.generator)
+        self.scorer = b.scorers.get(spec.scorer)
+        self.policy = b.policies.get(spec.policy)
+        self.metrics = [b.metrics.get(m) for m in spec.metrics]
+        self.info = RunInfo(self.path, spec, spec.run_id)
+        self._history: dict[int, Samples] = {}
+        self._pretrained = None
+
+    # -- public ---------------------------------------------------------------------------------
+
+    def execute(self, progress=None) -> RunOutcome:
+        _make_dir(self.path)
+        with FolderLock(self.path / ".lock", f"run folder {self.path}"):
+            return self._execute_locked(progress)
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def log(self, message: str) -> None:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        with open(self.path / R.LOG_FILE, "a") as fh:
+            fh.write(f"{stamp} {message}\n")
+        if self._echo:
+            self._echo(message)
+
+    def _identity(self) -> dict[str, Any]:
+        info = self.b.owner("models", self.spec.plugin)
+        return {
+            "run_id": self.spec.run_id,
+            "plugin": self.spec.plugin,
+            "plugin_version": info.version,
+            "preset": self.spec.preset,
+            "policy": self.spec.policy_label,
+            "seed": self.spec.seed,
+        }
+
+    def _write_run_json(self, status: str, done: int, error: str | None = None) -> None:
+        path = self.path / R.RUN_JSON
+        old = R.read_json(path) if path.exists() else {}
+        data = {
+            "schema_version": R.SCHEMA_VERSION,
+            "run_id": self.spec.run_id,
+            "gen0_id": self.spec.gen0_id,
+            "spec": self.spec.to_dict(),
+            "identity": self._identity(),
+            "provenance": old.get("provenance") or provenance(self.b, self.spec),
+            "created": old.get("created") or time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "status": status,
+            "generations_requested": self.spec.generations,
+            "generations_done": done,
+            "error": error,
+            "real_data_fingerprint": getattr(self, "_fingerprint", old.get("real_data_fingerprint")),
+        }
+        R.write_json(path, data)
+
+    def _check_resume(self) -> None:
+        path = self.path / R.RUN_JSON
+        if not path.exists():
+            return
+        old = R.read_json(path)
+        old_spec = Spec.from_dict(old["spec"])
+        if old_spec.identity() != self.spec.identity():
+            raise BenchError(
+                f"run folder {self.path} holds a different spec (run id {old.get('run_id')}); "
+                "use another --out folder"
+            )
+        before = (old.get("provenance") or {}).get("code_versions", {})
+        now = code_versions(self.b, self.spec)
+        changed = sorted(k for k in now if before.get(k) not in (None, now[k]))
+        if changed:
+            msg = "resuming under different plugin code: " + "; ".join(
+                f"{k}: {before[k]} -> {now[k]}" for k in changed
+            )
+            warnings.warn(msg, stacklevel=2)
+            self.log("warning: " + msg)
+
+    def _execute_locked(self, progress) -> RunOutcome:
+        spec = self.spec
+        self._check_resume()
+        _clean_tmp(self.path / R.GENS_DIR)
+        done = R.finished_generations(self.path)
+        self.info.done = done
+        total = spec.generations + 1  # rows 0..N
+        if done >= total:
+            self._write_run_json("complete", done)
+            R.consolidate(self.path, R.read_json(self.path / R.RUN_JSON), done)
+            return RunOutcome(self.path, spec, "complete", done)
+        self._write_run_json("running", done)
+        self.log(f"start: {spec.folder_name}, generations {done}..{spec.generations}"
+                 + (" (resumed)" if done else ""))
+        self.b.emit("bench_run_started", run=self.info)
+        if progress is not None:
+            progress.start(total, done)
+        status, error = "running", None
+        try:
+            self.real = self._call("model", self.bundle.name, self.bundle.load_real, spec.params, spec.seed)
+            self._fingerprint = self.real.fingerprint or None
+            k = done
+            if k == 0:
+                self._generation_zero()
+                k = 1
+                self._after_commit(0, progress)
+            self.reference_state = R.read_state(self._gen_dir(0) / "state.safetensors")
+            previous_state = R.read_state(self._gen_dir(k - 1) / "state.safetensors") if k > 0 else None
+            while k < total:
+                previous_state = self._generation(k, previous_state)
+                self._after_commit(k, progress)
+                k += 1
+            status = "complete"
+        except KeyboardInterrupt:
+            status, error = "interrupted", "interrupted by the user"
+            raise
+        except PluginFailure as exc:
+            status, error = "failed", str(exc)
+            raise
+        except BenchError as exc:
+            status, error = "failed", str(exc)
+            raise
+        except OSError as exc:
+            status, error = "failed", _os_message(exc, self.path)
+            raise BenchError(error) from exc
+        except Exception as exc:
+            status, error = "failed", f"{type(exc).__name__}: {exc}"
+            self.log("".join(traceback.format_exception(exc)))
+            raise
+        finally:
+            done = R.finished_generations(self.path)
+            try:
+                info = {"identity": self._identity()}
+                R.consolidate(self.path, info, done)
+                self._write_run_json(status if status != "running" else "failed", done, error)
+                self.log(f"stop: {status}, {done} generation(s) finished" + (f": {error}" if error else ""))
+            except OSError:
+                pass  # a full disk: the generation folders already hold everything
+            if progress is not None:
+                progress.close()
+            if status != "running":
+                try:
+                    self.b.emit("bench_run_finished", run=self.info, status=status, error=error)
+                except PluginError as exc:
+                    if status == "complete":
+                        raise
+                    self.log(str(exc))
+        return RunOutcome(self.path, spec, status, done, error)
+
+    def _after_commit(self, k: int, progress) -> None:
+        self.info.done = k + 1
+        self._prune_states(k)
+        self.b.emit("bench_generation_finished", run=self.info, generation=k, metrics=self._last_rows)
+        if progress is not None:
+            progress.update(k + 1)
+
+    def _gen_dir(self, k: int) -> Path:
+        return self.path / R.GENS_DIR / R.gen_name(k)
+
+    def _call(self, role: str, name: str, fn, *args, **kwargs):
+        """Run a plugin's component; an exception becomes a PluginFailure naming the plugin."""
+        try:
+            return fn(*args, **kwargs)
+        except (KeyboardInterrupt, BenchError):
+            raise
+        except Exception as exc:
+            kind = {v: k for k, v in SINGULAR.items()}[role]
+            plugin = self.b.owner(kind, name).name
+            self.log("".join(traceback.format_exception(exc)))
+            raise PluginFailure(
+                f"{role} {name!r} of plugin {plugin!r} failed: {type(exc).__name__}: {exc} "
+                f"(traceback in {self.path / R.LOG_FILE})"
+            ) from exc
+
+    def _score(self, state, samples: Samples) -> Scores:
+        return self._call("scorer", self.scorer.name, self.scorer.score, state, samples, self.spec.params)
+
+    def _initial_state(self):
+        if self.trainer.initial_state is None:
+            return None
+        if self._pretrained is None:
+            self._pretrained = self._call("trainer", self.trainer.name, self.trainer.initial_state,
+                                          self.spec.params, rng(self.spec.seed, 0, INIT))
+        return self._pretrained
+
+    def _fit(self, k: int, data: Samples, init) -> dict:
+        start = "pretrained" if k == 0 else self.spec.start
+        request = FitRequest(data=data, validation=self.real.validation, start=start, init=init,
+                             params=self.spec.params, rng=rng(self.spec.seed, k, TRAIN), generation=k)
+        state = self._call("trainer", self.trainer.name, self.trainer.fit, request)
+        return {key: np.asarray(v) for key, v in state.items()}
+
+    def _generation_zero(self) -> None:
+        """M_0 and its row; shared through a cache by runs that differ only in policy or start."""
+        cache_root = self.out / GEN0_CACHE
+        _make_dir(cache_root)
+        cache = cache_root / self.spec.gen0_id
+        with FolderLock(cache_root / f"{self.spec.gen0_id}.lock", "the shared generation 0", blocking=True):
+            if not cache.is_dir():
+                tmp = self._build_generation(0, self.real.train, self._initial_state(), None, cache_root)
+                os.replace(tmp, cache)
+            target = self._gen_dir(0)
+            _make_dir(target.parent)
+            tmp = target.parent / f".{target.name}.tmp"
+            shutil.copytree(cache, tmp)
+            os.replace(tmp, target)
+        self._last_rows = R.read_parquet_rows(target / R.METRICS_FILE)
+
+    def _generation(self, k: int, previous_state) -> dict:
+        spec = self.spec
+        synthetic = History(self, k)  # S_1..S_k
+        pctx = PolicyContext(generation=k, real=self.real, synthetic=synthetic, params=spec.policy_params,
+                             rng=rng(spec.seed, k, POLICY), score=lambda s: self._score(previous_state, s))
+        data = self._call("policy", self.policy.name, self.policy.build, pctx)
+        init = {"pretrained": self._initial_state, "gen0": lambda: self.reference_state,
+                "previous": lambda: previous_state}[spec.start]()
+        tmp = self._build_generation(k, data, init, self.reference_state, self.path / R.GENS_DIR)
+        os.replace(tmp, self._gen_dir(k))
+        self._last_rows = R.read_parquet_rows(self._gen_dir(k) / R.METRICS_FILE)
+        return self._state
+
+    def _build_generation(self, k: int, data: Samples, init, reference_state, parent: Path) -> Path:
+        """Fit M_k, draw S_{k+1}, score and measure; write all of it into a temporary folder."""
+        spec = self.spec
+        times = {}
+        t = time.perf_counter()
+        state = self._fit(k, data, init)
+        times["fit_s"] = time.perf_counter() - t
+        reference = state if reference_state is None else reference_state
+
+        t = time.perf_counter()
+        samples = self._call("generator", self.generator.name, self.generator.generate, state,
+                             len(self.real.train), self.real.train, spec.params, rng(spec.seed, k, GENERATE))
+        times["generate_s"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        ref_scores = self._score(reference, samples)
+        own_scores = ref_scores if reference_state is None else self._score(state, samples)
+        ctx = MetricContext(generation=k, bundle=self.bundle, params=spec.params, real=self.real, state=state,
+                            reference_state=reference, samples=samples, score=self._score,
+                            rng=rng(spec.seed, k, METRICS))
+        ctx.cache["ref:samples"] = ref_scores
+        rows = []
+        for metric in self.metrics:
+            value = self._call("metric", metric.name, metric.compute, ctx)
+            info = self.b.owner("metrics", metric.name)
+            values = value.items() if isinstance(value, dict) else [(None, value)]
+            for key, v in values:
+                rows.append({
+                    "generation": k,
+                    "metric": metric.name if key is None else f"{metric.name}/{key}",
+                    "value": float(v),
+                    "direction": metric.direction,
+                    "target": metric.target,
+                    "metric_version": metric.version,
+                    "metric_plugin": info.name,
+                    "metric_plugin_version": info.version,
+                })
+        times["measure_s"] = time.perf_counter() - t
+
+        tmp = parent / f".{R.gen_name(k)}.{os.getpid()}.tmp"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        R.write_state(tmp / "state.safetensors", state)
+        R.write_parquet(tmp / "samples.parquet", R.samples_table(samples, {
+            "loglik_reference": ref_scores.loglik, "loglik_model": own_scores.loglik,
+            "units": ref_scores.units}))
+        R.write_parquet(tmp / R.METRICS_FILE, R.gen_metrics_table(rows))
+        R.write_json(tmp / "info.json", {"generation": k, "training_samples": len(data), **times})
+        self._state = state
+        self._history[k + 1] = samples
+        return tmp
+
+    def _prune_states(self, k: int) -> None:
+        """Keep M_0 and the newest state; others per ``keep_states`` (first-last, all, every:N)."""
+        if k < 2 or self.keep_states == "all":
+            return
+        old = k - 1
+        if self.keep_states.startswith("every:") and old % int(self.keep_states.split(":")[1]) == 0:
+            return
+        path = self._gen_dir(old) / "state.safetensors"
+        if path.exists():
+            path.unlink()
+
+
+class History:
+    """S_1..S_k as a read-only sequence, loaded from the generation folders on demand."""
+
+    def __init__(self, run: Run, k: int) -> None:
+        self.run = run
+        self.k = k
+
+    def __len__(self) -> int:
+        return self.k
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self.k))]
+        if i < 0:
+            i += self.k
+        if not 0 <= i < self.k:
+            raise IndexError(i)
+        key = i + 1  # S_{i+1} was drawn by M_i
+        if key not in self.run._history:
+            samples, _ = R.read_samples(self.run._gen_dir(i) / "samples.parquet")
+            self.run._history[key] = samples
+        return self.run._history[key]
+
+    def __iter__(self):
+        return (self[i] for i in range(self.k))
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def _make_dir(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BenchError(_os_message(exc, path)) from None
+    if not os.access(path, os.W_OK):
+        raise BenchError(f"cannot write to {path}: permission denied. Choose another folder with --out.")
+
+
+def _clean_tmp(gens: Path) -> None:
+    if gens.is_dir():
+        for p in gens.glob(".*.tmp"):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _os_message(exc: OSError, path: Path) -> str:
+    where = exc.filename or path
+    if exc.errno == errno.ENOSPC:
+        return (f"the disk is full while writing {where}. Free some space and run the same command "
+                "again: finished generations are kept and the run resumes after the last one.")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"cannot write to {where}: {exc.strerror}. Choose another folder with --out."
+    return f"cannot write {where}: {exc.strerror or exc}"

@@ -1,0 +1,55 @@
+"""Progress of a run: a bar on a terminal, plain lines (every few seconds) otherwise."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+class Progress:
+    """Shows generations done, the rate and the time left for one run."""
+
+    def __init__(self, label: str, stream: TextIO | None = None, interval: float = 5.0) -> None:
+        self.label = label
+        self.stream = stream or sys.stderr
+        self.interval = interval
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.bar = None
+
+    def start(self, total: int, done: int) -> None:
+        self.total, self.first, self.done = total, done, done
+        self.t0 = self.last = time.perf_counter()
+        if self.tty:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=done, desc=self.label, unit="gen", file=self.stream,
+                            dynamic_ncols=True, leave=True)
+        elif done:
+            self._line(f"resuming after generation {done - 1}")
+
+    def update(self, done: int) -> None:
+        if self.bar is not None:
+            self.bar.update(done - self.done)
+        self.done = done
+        now = time.perf_counter()
+        if self.bar is None and (now - self.last >= self.interval or done == self.total):
+            self.last = now
+            elapsed = now - self.t0
+            rate = (done - self.first) / elapsed if elapsed > 0 else 0.0
+            eta = (self.total - done) / rate if rate > 0 else 0.0
+            self._line(f"generation {done - 1}/{self.total - 1}, {rate:.3g} gen/s, "
+                       f"elapsed {_clock(elapsed)}, ETA {_clock(eta)}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def _line(self, text: str) -> None:
+        print(f"{self.label}: {text}", file=self.stream, flush=True)

@@ -1,0 +1,275 @@
+"""The result files of a run, their schema, atomic writing and validated reading.
+
+A run folder (see docs/results.md for the full description)::
+
+    run.json                spec, provenance, status
+    metrics.parquet         tidy rows, one per generation and metric value (METRICS_SCHEMA)
+    log.txt                 what the run printed, appended across resumes
+    gens/000000/            one folder per finished generation k (model M_k), renamed into place
+        metrics.parquet     that generation's rows (GEN_METRICS_SCHEMA)
+        samples.parquet     S_{k+1} with per-sample scores (SAMPLES columns below)
+        state.safetensors   M_k's state (generation 0 and the last are always kept)
+        info.json           wall times of the generation's steps
+
+Every file is written to a temporary name and renamed, so a reader never sees half a file and a
+killed process never leaves one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from bench.components import Samples
+from bench.errors import BenchError
+
+SCHEMA_VERSION = 1
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+# What one generation folder holds: identity-free, so generation 0 can be shared between runs.
+GEN_METRICS_SCHEMA = pa.schema(
+    [
+        ("generation", pa.int64()),
+        ("metric", pa.string()),
+        ("value", pa.float64()),
+        ("direction", pa.string()),
+        ("target", pa.float64()),
+        ("metric_version", pa.string()),
+        ("metric_plugin", pa.string()),
+        ("metric_plugin_version", pa.string()),
+    ]
+)
+
+RUN_COLUMNS = [
+    ("schema_version", pa.int32()),
+    ("run_id", pa.string()),
+    ("plugin", pa.string()),
+    ("plugin_version", pa.string()),
+    ("preset", pa.string()),
+    ("policy", pa.string()),
+    ("seed", pa.int64()),
+]
+METRICS_SCHEMA = pa.schema(RUN_COLUMNS + list(GEN_METRICS_SCHEMA))
+DIRECTIONS = {"higher", "lower", "target"}
+
+GENS_DIR = "gens"
+RUN_JSON = "run.json"
+METRICS_FILE = "metrics.parquet"
+LOG_FILE = "log.txt"
+
+
+# -- atomic writing -----------------------------------------------------------------------------
+
+
+def _atomic(path: Path, write) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def write_json(path: Path, data: Any) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as fh:
+            json.dump(data, fh, indent=2, sort_keys=True, default=str)
+            fh.write("\n")
+
+    _atomic(path, write)
+
+
+def write_parquet(path: Path, table: pa.Table) -> None:
+    _atomic(path, lambda tmp: pq.write_table(table, tmp))
+
+
+def write_state(path: Path, state: Mapping[str, np.ndarray]) -> None:
+    from safetensors.numpy import save_file
+
+    arrays = {k: np.ascontiguousarray(v) for k, v in state.items()}
+    _atomic(path, lambda tmp: save_file(arrays, tmp))
+
+
+def read_state(path: Path) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    return load_file(str(path))
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    with open(path) as fh:
+        return json.load(fh)
+
+
+# -- samples ------------------------------------------------------------------------------------
+
+
+def samples_table(samples: Samples, scores: Mapping[str, np.ndarray]) -> pa.Table:
+    """Samples as Parquet rows: ``index``, ``sample`` and one float column per score."""
+    data = samples.data
+    n = len(samples)
+    flat = data.reshape(n, -1) if data.ndim > 1 else data
+    if data.ndim == 1:
+        column = pa.array(flat)
+    else:
+        width = flat.shape[1]
+        values = pa.array(flat.reshape(-1))
+        column = pa.FixedSizeListArray.from_arrays(values, width)
+    columns = {"index": pa.array(np.arange(n, dtype=np.int64)), "sample": column}
+    for name, values in scores.items():
+        columns[name] = pa.array(np.asarray(values, dtype=np.float64))
+    meta = {
+        "collapse_bench.kind": samples.kind,
+        "collapse_bench.shape": json.dumps(list(data.shape[1:])),
+        "collapse_bench.dtype": str(data.dtype),
+        "collapse_bench.schema_version": str(SCHEMA_VERSION),
+    }
+    return pa.table(columns).replace_schema_metadata(meta)
+
+
+def read_samples(path: Path) -> tuple[Samples, dict[str, np.ndarray]]:
+    """Samples and their score columns from a samples.parquet file."""
+    table = pq.read_table(path)
+    meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
+    kind = meta["collapse_bench.kind"]
+    shape = json.loads(meta["collapse_bench.shape"])
+    dtype = np.dtype(meta["collapse_bench.dtype"])
+    column = table.column("sample").combine_chunks()
+    n = table.num_rows
+    if shape:
+        values = column.flatten().to_numpy(zero_copy_only=False)
+        data = values.astype(dtype, copy=False).reshape([n, *shape])
+    else:
+        data = column.to_numpy(zero_copy_only=False).astype(dtype, copy=False)
+    scores = {
+        name: table.column(name).to_numpy()
+        for name in table.column_names
+        if name not in ("index", "sample")
+    }
+    return Samples(kind, data), scores
+
+
+# -- metrics ------------------------------------------------------------------------------------
+
+
+def gen_metrics_table(rows: list[dict[str, Any]]) -> pa.Table:
+    return pa.Table.from_pylist(rows, schema=GEN_METRICS_SCHEMA)
+
+
+def stamp(table: pa.Table, identity: Mapping[str, Any]) -> pa.Table:
+    """Add the run's identity columns to generation rows, giving METRICS_SCHEMA."""
+    n = table.num_rows
+    columns = []
+    for name, typ in RUN_COLUMNS:
+        value = SCHEMA_VERSION if name == "schema_version" else identity[name]
+        columns.append(pa.array([value] * n, type=typ))
+    return pa.Table.from_arrays(columns + table.columns, schema=METRICS_SCHEMA)
+
+
+def validate_metrics(table: pa.Table, source: str = "metrics") -> list[str]:
+    """Problems with a metrics table (empty list when it is valid)."""
+    problems = []
+    names = set(table.column_names)
+    missing = [f.name for f in METRICS_SCHEMA if f.name not in names]
+    if missing:
+        return [f"{source}: missing columns {', '.join(missing)}"]
+    for field in METRICS_SCHEMA:
+        actual = table.schema.field(field.name).type
+        if actual != field.type:
+            problems.append(f"{source}: column {field.name} has type {actual}, expected {field.type}")
+    if problems:
+        return problems
+    versions = set(table.column("schema_version").to_pylist())
+    if versions - {SCHEMA_VERSION}:
+        problems.append(f"{source}: schema_version {sorted(versions)} (this reader knows {SCHEMA_VERSION})")
+    directions = set(table.column("direction").to_pylist())
+    if directions - DIRECTIONS:
+        problems.append(f"{source}: unknown directions {sorted(directions - DIRECTIONS)}")
+    rows = table.select(["direction", "target"]).to_pylist()
+    if any((r["direction"] == "target") != (r["target"] is not None) for r in rows):
+        problems.append(f"{source}: a target is given exactly when direction is 'target'")
+    for name in ("generation", "metric", "run_id", "seed"):
+        if table.column(name).null_count:
+            problems.append(f"{source}: column {name} has missing values")
+    gens = table.column("generation").to_numpy()
+    if len(gens) and gens.min() < 0:
+        problems.append(f"{source}: negative generation")
+    keys = table.select(["run_id", "generation", "metric"]).to_pylist()
+    if len({tuple(k.values()) for k in keys}) != len(keys):
+        problems.append(f"{source}: a (run_id, generation, metric) row appears twice")
+    return problems
+
+
+def read_parquet_rows(path: Path) -> list[dict[str, Any]]:
+    return pq.read_table(path).to_pylist()
+
+
+def finished_generations(run_dir: Path) -> int:
+    """How many generations are finished: the committed folders 0, 1, ... without a gap."""
+    gens = Path(run_dir) / GENS_DIR
+    k = 0
+    while (gens / gen_name(k)).is_dir():
+        k += 1
+    return k
+
+
+def gen_name(k: int) -> str:
+    return f"{k:06d}"
+
+
+def read_metrics(run_dir: Path, validate: bool = True) -> pa.Table:
+    """A run's metrics (METRICS_SCHEMA), from metrics.parquet, or rebuilt from the generation
+    folders when the consolidated file is behind them (after a kill)."""
+    run_dir = Path(run_dir)
+    info = read_json(run_dir / RUN_JSON)
+    done = finished_generations(run_dir)
+    path = run_dir / METRICS_FILE
+    table = None
+    if path.exists():
+        table = pq.read_table(path)
+        if table.num_rows and max(table.column("generation").to_pylist()) != done - 1:
+            table = None
+    if table is None:
+        table = consolidate(run_dir, info, done, write=False)
+    if validate:
+        problems = validate_metrics(table, str(path))
+        if problems:
+            raise BenchError("invalid results: " + "; ".join(problems))
+    return table
+
+
+def consolidate(run_dir: Path, info: Mapping[str, Any], done: int, write: bool = True) -> pa.Table:
+    """Join the per-generation metrics into one table with the run's identity columns."""
+    parts = [pq.read_table(Path(run_dir) / GENS_DIR / gen_name(k) / METRICS_FILE) for k in range(done)]
+    gen_table = pa.concat_tables(parts) if parts else GEN_METRICS_SCHEMA.empty_table()
+    table = stamp(gen_table, info["identity"])
+    if write:
+        write_parquet(Path(run_dir) / METRICS_FILE, table)
+    return table
+
+
+def find_runs(paths: Iterable[str | Path]) -> list[Path]:
+    """Run folders (holding run.json) at or below the given paths."""
+    found = []
+    for p in paths:
+        p = Path(p)
+        if (p / RUN_JSON).is_file():
+            found.append(p)
+        elif p.is_dir():
+            found.extend(sorted(q.parent for q in p.glob(f"*/{RUN_JSON}")))
+    return found

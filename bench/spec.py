@@ -1,0 +1,324 @@
+"""The spec of a run: everything that changes its results, resolved from defaults, preset and overrides.
+
+Precedence, lowest first: component defaults (trainer, generator, scorer), the model bundle's
+params, the preset, a config file, then ``--set key=value``. The run id hashes the spec without the
+generation count, so asking for more generations extends the same run; the generation-0 id also
+leaves out the policy and the start, so runs that differ only in those share generation 0.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import yaml
+
+from bench.components import STARTS
+from bench.errors import BenchError
+from bench.plugins import Bench, suggest
+
+# Keys a preset may hold besides the bundle's params.
+PRESET_KEYS = ("generations", "policy", "start")
+DEFAULT_GENERATIONS = 10
+DEFAULT_POLICY = "replace"
+DEFAULT_START = "pretrained"
+# Keys a config file may hold.
+CONFIG_KEYS = ("plugin", "preset", "generations", "seeds", "seed", "policy", "start", "set", "out",
+               "metrics", "trainer", "generator", "scorer")
+
+
+@dataclass(frozen=True)
+class Spec:
+    plugin: str
+    preset: str
+    params: dict[str, Any]
+    trainer: str
+    generator: str
+    scorer: str
+    metrics: list[str]
+    policy: str
+    policy_params: dict[str, Any]
+    start: str
+    seed: int
+    generations: int = DEFAULT_GENERATIONS
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Spec":
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+
+    def identity(self) -> dict[str, Any]:
+        """The spec without the generation count: what the run id hashes."""
+        data = self.to_dict()
+        del data["generations"]
+        return data
+
+    @property
+    def run_id(self) -> str:
+        return _digest(self.identity())
+
+    @property
+    def gen0_id(self) -> str:
+        data = self.identity()
+        for key in ("policy", "policy_params", "start"):
+            del data[key]
+        return _digest(data)
+
+    @property
+    def policy_label(self) -> str:
+        """``mix:0.1`` style: the policy with its positional value, for names and tables."""
+        if not self.policy_params:
+            return self.policy
+        values = ",".join(f"{v}" for v in self.policy_params.values() if v is not None)
+        return f"{self.policy}:{values}" if values else self.policy
+
+    @property
+    def folder_name(self) -> str:
+        """``gmm-paper-mix-0.1-s0-1a2b3c4d``: readable, and unique through the run id."""
+        slug = re.sub(r"[^A-Za-z0-9.]+", "-", f"{self.plugin}-{self.preset}-{self.policy_label}").strip("-")
+        return f"{slug}-s{self.seed}-{self.run_id[:8]}"
+
+
+def _digest(data: Any) -> str:
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# -- parsing user input --------------------------------------------------------------------------
+
+
+def parse_seeds(text: str | int | Iterable[int]) -> list[int]:
+    """``3`` -> [3]; ``0-4`` -> [0..4]; ``0,2,7`` -> [0, 2, 7]; ranges and lists combine."""
+    if isinstance(text, bool):
+        raise BenchError(f"invalid seeds {text!r}")
+    if isinstance(text, int):
+        return [text]
+    if not isinstance(text, str):
+        return [int(s) for s in text]
+    seeds: list[int] = []
+    for part in str(text).split(","):
+        part = part.strip()
+        m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        if not m:
+            raise BenchError(f"invalid seeds {text!r}: use a number (3), a range (0-4) or a list (0,2,7)")
+        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
+        if hi < lo:
+            raise BenchError(f"invalid seed range {part!r}: the end is before the start")
+        seeds.extend(range(lo, hi + 1))
+    if len(set(seeds)) != len(seeds):
+        raise BenchError(f"seeds {text!r} name a seed twice")
+    return seeds
+
+
+def parse_assignments(items: Iterable[str]) -> dict[str, Any]:
+    """``["a=1", "b=x"]`` -> {"a": 1, "b": "x"}; values are read as YAML scalars."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise BenchError(f"--set needs key=value, got {item!r} (for example --set n_samples=500)")
+        key, value = item.split("=", 1)
+        key = key.strip()
+        if not key:
+            raise BenchError(f"--set needs key=value, got {item!r}")
+        try:
+            out[key] = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError:
+            out[key] = value
+    return out
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """A whole spec from a YAML or TOML file (keys as the ``bench run`` options)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise BenchError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    try:
+        if path.suffix.lower() == ".toml":
+            import tomllib
+
+            data = tomllib.loads(text)
+        else:
+            data = yaml.safe_load(text)
+    except Exception as exc:  # yaml and toml both raise their own error types
+        raise BenchError(f"config file {path} is not valid {path.suffix.lstrip('.').upper() or 'YAML'}: {exc}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise BenchError(f"config file {path} must hold a mapping of options, got {type(data).__name__}")
+    unknown = [k for k in data if k not in CONFIG_KEYS]
+    if unknown:
+        key = unknown[0]
+        raise BenchError(
+            f"config file {path}: unknown key {key!r}.{suggest(key, CONFIG_KEYS)} "
+            f"Known keys: {', '.join(CONFIG_KEYS)}."
+        )
+    if "set" in data and not isinstance(data["set"], dict):
+        raise BenchError(f"config file {path}: 'set' must be a mapping of parameter: value")
+    return data
+
+
+def split_policy(text: str) -> tuple[str, str | None]:
+    name, sep, value = text.partition(":")
+    return name.strip(), (value.strip() if sep else None)
+
+
+# -- resolution ---------------------------------------------------------------------------------
+
+
+def _coerce(key: str, value: Any, default: Any, where: str) -> Any:
+    """Check an override against the type of its default (ints may stand for floats)."""
+    if default is None or value is None:
+        return value
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+    elif isinstance(default, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif isinstance(default, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif isinstance(default, str):
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+    elif isinstance(default, (list, tuple)):
+        if isinstance(value, (list, tuple)):
+            return list(value)
+    else:
+        return value
+    raise BenchError(
+        f"{where}: {key} must be {type(default).__name__} like its default {default!r}, got {value!r}"
+    )
+
+
+def resolve(
+    bench: Bench,
+    plugin: str,
+    preset: str | None = None,
+    *,
+    seed: int = 0,
+    generations: int | None = None,
+    policy: str | None = None,
+    start: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    metrics: Iterable[str] | None = None,
+    trainer: str | None = None,
+    generator: str | None = None,
+    scorer: str | None = None,
+) -> Spec:
+    """Build the full spec of one run, checking every name and value on the way."""
+    bundle = bench.models.get(plugin)
+    preset = preset or bundle.default_preset
+    if preset not in bundle.presets:
+        raise BenchError(
+            f"model {plugin!r} has no preset {preset!r}.{suggest(preset, bundle.presets)} "
+            f"Its presets: {', '.join(sorted(bundle.presets)) or 'none'}."
+        )
+    preset_values = dict(bundle.presets[preset])
+
+    components = {
+        "trainer": bench.trainers.get(trainer or bundle.trainer),
+        "generator": bench.generators.get(generator or bundle.generator),
+        "scorer": bench.scorers.get(scorer or bundle.scorer),
+    }
+    for role, comp in components.items():
+        if bundle.kind not in comp.kinds:
+            raise BenchError(
+                f"{role} {comp.name!r} handles {', '.join(comp.kinds)} samples, but model {plugin!r} "
+                f"makes {bundle.kind}; pick a {role} for {bundle.kind}."
+            )
+
+    params: dict[str, Any] = {}
+    for comp in components.values():
+        params.update(comp.params)
+    params.update(bundle.params)
+    for key, value in preset_values.items():
+        if key in PRESET_KEYS:
+            continue
+        if key not in params:
+            raise BenchError(f"preset {plugin}/{preset} sets unknown parameter {key!r} (a bug in the plugin)")
+        params[key] = value
+
+    policy_text = policy or preset_values.get("policy") or DEFAULT_POLICY
+    policy_name, positional = split_policy(policy_text)
+    pol = bench.policies.get(policy_name)
+    policy_params = dict(pol.params)
+    if positional is not None:
+        if pol.positional is None:
+            raise BenchError(f"policy {policy_name!r} takes no value; use --policy {policy_name}")
+        policy_params[pol.positional] = _parse_scalar(positional)
+
+    for key, value in (overrides or {}).items():
+        if key.startswith("policy."):
+            pkey = key.split(".", 1)[1]
+            if pkey not in policy_params:
+                raise BenchError(
+                    f"--set {key}: policy {policy_name!r} has no parameter {pkey!r}."
+                    f"{suggest(pkey, policy_params)} Its parameters: {', '.join(policy_params) or 'none'}."
+                )
+            policy_params[pkey] = value
+            continue
+        if key in PRESET_KEYS:
+            raise BenchError(f"--set {key}=...: use --{key} instead")
+        if key not in params:
+            raise BenchError(
+                f"--set {key}: {plugin!r} has no parameter {key!r}.{suggest(key, params)} "
+                f"Its parameters: {', '.join(sorted(params))}."
+            )
+        params[key] = _coerce(key, value, params[key], f"--set {key}")
+
+    if pol.validate is not None:
+        try:
+            pol.validate(policy_params)
+        except ValueError as exc:
+            raise BenchError(f"policy {policy_name!r}: {exc}") from None
+
+    start = start or preset_values.get("start") or DEFAULT_START
+    if start not in STARTS:
+        raise BenchError(f"unknown start {start!r}.{suggest(start, STARTS)} Choose one of {', '.join(STARTS)}.")
+
+    metric_names = list(bundle.metrics) if metrics is None else list(metrics)
+    for name in metric_names:
+        m = bench.metrics.get(name)
+        if bundle.kind not in m.kinds:
+            raise BenchError(f"metric {name!r} does not accept {bundle.kind} samples (it takes {', '.join(m.kinds)})")
+
+    gens = generations if generations is not None else preset_values.get("generations", DEFAULT_GENERATIONS)
+    if isinstance(gens, bool) or not isinstance(gens, int) or gens < 0:
+        raise BenchError(f"generations must be a non-negative integer, got {gens!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise BenchError(f"seed must be a non-negative integer, got {seed!r}")
+
+    return Spec(
+        plugin=plugin,
+        preset=preset,
+        params=params,
+        trainer=components["trainer"].name,
+        generator=components["generator"].name,
+        scorer=components["scorer"].name,
+        metrics=metric_names,
+        policy=policy_name,
+        policy_params=policy_params,
+        start=start,
+        seed=seed,
+        generations=gens,
+    )
+
+
+def _parse_scalar(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
