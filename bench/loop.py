@@ -30,14 +30,12 @@ import bench
 from bench import results as R
 from bench.components import FitRequest, MetricContext, PolicyContext, Samples, Scores
 from bench.errors import BenchError, RunLocked
-from bench.plugins import Bench, PluginError
+from bench.plugins import SINGULAR, Bench, PluginError
 from bench.spec import Spec
 
 # Independent random streams of one generation.
 TRAIN, GENERATE, POLICY, METRICS, INIT = range(5)
 GEN0_CACHE = ".gen0"
-SINGULAR = {"models": "model", "trainers": "trainer", "generators": "generator", "scorers": "scorer",
-            "metrics": "metric", "policies": "policy"}
 
 
 def rng(seed: int, generation: int, stream: int) -> np.random.Generator:

@@ -37,6 +37,10 @@ KINDS: dict[str, tuple[str, type]] = {
 }
 
 
+SINGULAR = {"models": "model", "trainers": "trainer", "generators": "generator", "scorers": "scorer",
+            "metrics": "metric", "policies": "policy"}
+
+
 class PluginError(BenchError):
     """A plugin misbehaved: a duplicate name, a wrong registration, an exception in a hook."""
 
@@ -77,7 +81,7 @@ class Registry:
         if name in self._items:
             other = self._items[name][1]
             raise PluginError(
-                f"{self.kind[:-1]} {name!r} is registered twice: by plugin {other!r} and by plugin "
+                f"{SINGULAR[self.kind]} {name!r} is registered twice: by plugin {other!r} and by plugin "
                 f"{plugin!r}. Uninstall one of them, or limit third-party plugins with "
                 f"{ENV_PLUGINS}=name,name."
             )
@@ -89,7 +93,7 @@ class Registry:
         except KeyError:
             known = ", ".join(sorted(self._items)) or "none"
             raise BenchError(
-                f"unknown {self.kind[:-1]} {name!r}.{suggest(name, self._items)} "
+                f"unknown {SINGULAR[self.kind]} {name!r}.{suggest(name, self._items)} "
                 f"Known {self.kind}: {known}. `bench plugins` lists what is installed."
             ) from None
 

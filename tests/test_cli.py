@@ -1,0 +1,164 @@
+"""The command line: specs from flags and files, and user mistakes as messages, not tracebacks."""
+
+import errno
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import bench.api as cb
+from bench import results as R
+from bench.cli import main
+from bench.errors import BenchError
+from bench.spec import parse_seeds
+
+
+def bench_cli(capsys, *args):
+    """Run `bench ARGS` in-process; return (exit code, stdout, stderr)."""
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exc:
+        code = exc.code or 0
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_parse_seeds():
+    assert parse_seeds("0-4") == [0, 1, 2, 3, 4]
+    assert parse_seeds("3") == [3]
+    assert parse_seeds("0,2,5-6") == [0, 2, 5, 6]
+    for bad in ("a", "4-1", "1,1", "-1"):
+        with pytest.raises(BenchError):
+            parse_seeds(bad)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--plugin", "gmn"], "unknown model 'gmn'. Did you mean 'gmm'?"),
+        (["--plugin", "gmm", "--preset", "papr"], "has no preset 'papr'. Did you mean 'paper'?"),
+        (["--policy", "mixx:0.1"], "unknown policy 'mixx'. Did you mean 'mix'?"),
+        (["--policy", "mix:1.5"], "between 0 and 1"),
+        (["--policy", "mix:-0.1"], "between 0 and 1"),
+        (["--policy", "mix:lots"], "between 0 and 1"),
+        (["--policy", "replace:3"], "takes no value"),
+        (["--set", "n_sample=5"], "has no parameter 'n_sample'. Did you mean 'n_samples'"),
+        (["--set", "n_samples=many"], "n_samples must be int"),
+        (["--set", "nothing"], "--set needs key=value"),
+        (["--set", "policy.q=1", "--policy", "mix:0.1"], "policy 'mix' has no parameter 'q'"),
+        (["--seeds", "1-x"], "invalid seeds"),
+        (["--keep-states", "some"], "--keep-states"),
+        (["--generations", "-3"], "non-negative"),
+    ],
+)
+def test_user_mistakes_exit_non_zero_with_a_message(capsys, tmp_path, args, message):
+    code, out, err = bench_cli(capsys, "run", "--out", str(tmp_path), *args)
+    assert code != 0
+    assert message in err
+    assert "Traceback" not in err
+    assert not list(tmp_path.glob("*/gens/*")), "nothing may run after a user mistake"
+
+
+def test_bad_option_is_a_usage_error(capsys):
+    code, out, err = bench_cli(capsys, "run", "--colour", "red")
+    assert code == 2 and "No such option" in err
+
+
+def test_out_folder_that_cannot_be_written(capsys, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    code, out, err = bench_cli(capsys, "run", "--out", str(blocker / "results"))
+    assert code == 2
+    assert "Choose another folder with --out" in err or "cannot write" in err
+    assert "Traceback" not in err
+
+
+def test_full_disk_keeps_finished_generations(capsys, tmp_path, monkeypatch):
+    """ENOSPC while writing generation 3: a message, a non-zero exit, generations 0-2 intact."""
+    real_write = R.write_state
+    count = {"n": 0}
+
+    def failing(path, state):
+        count["n"] += 1
+        if count["n"] == 4:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_write(path, state)
+
+    monkeypatch.setattr(R, "write_state", failing)
+    code, out, err = bench_cli(capsys, "run", "--plugin", "gaussian", "--out", str(tmp_path), "-g", "6")
+    assert code == 2
+    assert "disk is full" in err and "run the same command again" in err
+    run_dir = next(tmp_path.glob("gaussian-*"))
+    assert R.finished_generations(run_dir) == 3
+    assert R.validate_metrics(R.read_metrics(run_dir)) == []
+    monkeypatch.setattr(R, "write_state", real_write)
+    code, out, err = bench_cli(capsys, "run", "--plugin", "gaussian", "--out", str(tmp_path), "-g", "6")
+    assert code == 0 and R.finished_generations(run_dir) == 7
+
+
+def test_dry_run_prints_the_resolved_spec_and_runs_nothing(capsys, tmp_path):
+    code, out, err = bench_cli(capsys, "run", "--plugin", "gmm", "--preset", "paper", "--seeds", "0-1",
+                               "--policy", "mix:0.1", "--set", "n_samples=500", "--dry-run", "--out", str(tmp_path))
+    assert code == 0, err
+    docs = [json.loads(chunk) for chunk in out.replace("}\n{", "}\n\x00{").split("\x00")]
+    assert [d["spec"]["seed"] for d in docs] == [0, 1]
+    spec = docs[0]["spec"]
+    assert spec["params"]["n_samples"] == 500 and spec["policy"] == "mix" and spec["policy_params"] == {"p": 0.1}
+    assert docs[0]["run_folder"].startswith(str(tmp_path / "gmm-paper-mix-0.1-s0-"))
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("suffix", ["yaml", "toml"])
+def test_config_file_gives_a_whole_spec_and_flags_win(capsys, tmp_path, suffix):
+    text = {
+        "yaml": "plugin: gaussian\npreset: smoke\ngenerations: 3\npolicy: 'mix:0.2'\nseeds: 0-1\nset:\n  n_samples: 30\n",
+        "toml": 'plugin = "gaussian"\npreset = "smoke"\ngenerations = 3\npolicy = "mix:0.2"\nseeds = "0-1"\n[set]\nn_samples = 30\n',
+    }[suffix]
+    cfg = tmp_path / f"spec.{suffix}"
+    cfg.write_text(text)
+    code, out, err = bench_cli(capsys, "run", "--config", str(cfg), "--generations", "2", "--dry-run")
+    assert code == 0, err
+    docs = [json.loads(c) for c in out.replace("}\n{", "}\n\x00{").split("\x00")]
+    assert len(docs) == 2
+    spec = docs[0]["spec"]
+    assert spec["plugin"] == "gaussian" and spec["generations"] == 2 and spec["params"]["n_samples"] == 30
+    assert spec["policy_params"] == {"p": 0.2}
+
+
+def test_config_file_mistakes(capsys, tmp_path):
+    cfg = tmp_path / "spec.yaml"
+    cfg.write_text("plugn: gmm\n")
+    code, out, err = bench_cli(capsys, "run", "--config", str(cfg))
+    assert code == 2 and "unknown key 'plugn'. Did you mean 'plugin'?" in err
+    cfg.write_text("plugin: [unclosed\n")
+    code, out, err = bench_cli(capsys, "run", "--config", str(cfg))
+    assert code == 2 and "not valid YAML" in err
+
+
+def test_run_reports_where_the_results_are_and_progress_lines(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "bench.cli", "run", "--plugin", "gaussian", "--seeds", "0-1",
+                           "--out", str(tmp_path)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert f"Results: {tmp_path}/ (2 runs" in proc.stdout
+    # Not a terminal: plain progress lines (no carriage returns), ending at the last generation.
+    assert "\r" not in proc.stderr
+    assert "generation 100/100" in proc.stderr and "gen/s" in proc.stderr and "ETA" in proc.stderr
+    assert len(cb.metrics(tmp_path).run_id.unique()) == 2
+
+
+def test_second_process_on_a_locked_run_exits_non_zero(tmp_path):
+    from bench.loop import FolderLock
+    from bench.plugins import Bench
+    from bench.spec import resolve
+
+    spec = resolve(Bench(), "gaussian", "smoke")
+    run_dir = tmp_path / spec.folder_name
+    run_dir.mkdir(parents=True)
+    with FolderLock(run_dir / ".lock", "test"):
+        proc = subprocess.run([sys.executable, "-m", "bench.cli", "run", "--plugin", "gaussian", "--out", str(tmp_path)],
+                              capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "is in use by pid" in proc.stderr and "Traceback" not in proc.stderr

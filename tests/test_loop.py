@@ -1,0 +1,220 @@
+"""The recursive loop: row semantics, policies, determinism, resume, extension, sharing, locking."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import bench.api as cb
+from bench import results as R
+from bench.errors import BenchError, RunLocked
+from bench.loop import FolderLock, Run
+from bench.plugins import Bench, PluginError
+from bench.spec import resolve
+from tests import toy_plugins
+
+
+@pytest.fixture
+def toy_bench():
+    return Bench(extra_plugins=[toy_plugins.Toy()])
+
+
+def run_toy(b, out, **kw):
+    kw.setdefault("preset", "smoke")
+    return cb.run("toy", out=out, bench=b, **kw)
+
+
+def values(runs, metric):
+    df = cb.metrics(runs)
+    df = df[df.metric == metric].sort_values("generation")
+    return df.value.to_numpy()
+
+
+@pytest.mark.parametrize(
+    "policy, sizes",
+    [
+        ("replace", [40, 40, 40, 40, 40]),
+        ("mix:0.25", [40, 40, 40, 40, 40]),
+        ("accumulate", [40, 80, 120, 160, 200]),
+        ("accumulate-subsample", [40, 40, 40, 40, 40]),
+        ("accumulate-subsample:100", [40, 80, 100, 100, 100]),
+    ],
+)
+def test_row_k_is_trained_on_the_policy_data(toy_bench, tmp_path, policy, sizes):
+    runs = run_toy(toy_bench, tmp_path, policy=policy)
+    assert runs[0].status == "complete"
+    assert values(runs, "toy-train-size").tolist() == sizes
+
+
+def test_mix_keeps_a_fresh_share_of_real_data(toy_bench, tmp_path):
+    from collapse_bench_plugins import policies
+
+    spec = resolve(toy_bench, "toy", "smoke", policy="mix:0.25")
+    run = Run(toy_bench, spec, tmp_path)
+    run.execute()
+    real = toy_bench.models.get("toy").load_real(spec.params, spec.seed)
+    synthetic = [R.read_samples(run.path / "gens" / R.gen_name(i) / "samples.parquet")[0] for i in range(2)]
+    real_rows = {tuple(r) for r in real.train.data}
+    picks = []
+    for seed in range(3):
+        ctx = cb_policy_context(real, synthetic, {"p": 0.25}, seed)
+        d = policies.mix(ctx)
+        assert len(d) == 40
+        from_real = [tuple(r) for r in d.data if tuple(r) in real_rows]
+        assert len(from_real) == 10  # round(0.25 * 40)
+        picks.append(frozenset(from_real))
+    assert len(set(picks)) > 1  # a fresh random share each time, not a fixed one
+
+
+def cb_policy_context(real, synthetic, params, seed):
+    from bench.components import PolicyContext
+
+    return PolicyContext(generation=len(synthetic), real=real, synthetic=synthetic, params=params,
+                         rng=np.random.default_rng(seed), score=None)
+
+
+def test_a_seed_is_deterministic_and_seeds_differ(toy_bench, tmp_path):
+    a = run_toy(toy_bench, tmp_path / "a", seeds="0-1")
+    b = run_toy(toy_bench, tmp_path / "b", seeds="0-1")
+    ma, mb = cb.metrics(a), cb.metrics(b)
+    pd.testing.assert_frame_equal(ma, mb)
+    drift = ma[ma.metric == "perplexity-drift"]
+    assert not np.array_equal(drift[drift.seed == 0].value.to_numpy(), drift[drift.seed == 1].value.to_numpy())
+
+
+def test_interrupted_run_resumes_to_the_same_results(toy_bench, tmp_path, monkeypatch):
+    whole = run_toy(toy_bench, tmp_path / "whole", generations=6)
+    original = toy_plugins._fit
+    calls = []
+
+    def interrupt_at_3(req):
+        calls.append(req.generation)
+        if req.generation == 3:
+            raise KeyboardInterrupt
+        return original(req)
+
+    trainer = toy_bench.trainers.get("toy-fit")
+    object.__setattr__(trainer, "fit", interrupt_at_3)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_toy(toy_bench, tmp_path / "cut", generations=6)
+    finally:
+        object.__setattr__(trainer, "fit", original)
+    cut_dir = next((tmp_path / "cut").glob("toy-*"))
+    assert R.finished_generations(cut_dir) == 3
+    assert R.read_json(cut_dir / "run.json")["status"] == "interrupted"
+    assert len(R.read_metrics(cut_dir)) == 3 * 2
+    resumed = run_toy(toy_bench, tmp_path / "cut", generations=6)
+    pd.testing.assert_frame_equal(cb.metrics(whole), cb.metrics(resumed))
+    for k in (0, 6):
+        a = R.read_samples(whole[0].path / "gens" / R.gen_name(k) / "samples.parquet")[0].data
+        b = R.read_samples(resumed[0].path / "gens" / R.gen_name(k) / "samples.parquet")[0].data
+        np.testing.assert_array_equal(a, b)
+
+
+def test_asking_for_more_generations_extends_a_finished_run(toy_bench, tmp_path):
+    short = run_toy(toy_bench, tmp_path / "x", generations=2)
+    longer = run_toy(toy_bench, tmp_path / "x", generations=5)
+    assert short[0].path == longer[0].path
+    direct = run_toy(toy_bench, tmp_path / "y", generations=5)
+    pd.testing.assert_frame_equal(cb.metrics(longer), cb.metrics(direct))
+    assert R.read_json(longer[0].path / "run.json")["generations_done"] == 6
+
+
+def test_generation_zero_is_shared_by_runs_that_differ_in_policy(toy_bench, tmp_path):
+    fits = []
+    trainer = toy_bench.trainers.get("toy-fit")
+    original = trainer.fit
+
+    def counting(req):
+        fits.append(req.generation)
+        return original(req)
+
+    object.__setattr__(trainer, "fit", counting)
+    try:
+        runs = run_toy(toy_bench, tmp_path, policy="replace") + run_toy(toy_bench, tmp_path, policy="mix:0.5")
+    finally:
+        object.__setattr__(trainer, "fit", original)
+    assert fits.count(0) == 1
+    assert len(list((tmp_path / ".gen0").iterdir())) == 2  # the cached folder and its lock file
+    df = cb.metrics(runs)
+    g0 = df[df.generation == 0].pivot(index="metric", columns="policy", values="value")
+    np.testing.assert_array_equal(g0["replace"], g0["mix:0.5"])
+    later = df[df.generation == 4].pivot(index="metric", columns="policy", values="value")
+    assert later.loc["perplexity-drift", "replace"] != later.loc["perplexity-drift", "mix:0.5"]
+
+
+def test_a_locked_run_folder_is_refused(toy_bench, tmp_path):
+    spec = resolve(toy_bench, "toy", "smoke")
+    run = Run(toy_bench, spec, tmp_path)
+    run.path.mkdir(parents=True)
+    with FolderLock(run.path / ".lock", "test"):
+        with pytest.raises(RunLocked, match="in use by pid"):
+            Run(toy_bench, spec, tmp_path).execute()
+    assert Run(toy_bench, spec, tmp_path).execute().status == "complete"
+
+
+def test_a_failing_trainer_is_named_and_earlier_generations_stay(toy_bench, tmp_path):
+    with pytest.raises(BenchError, match=r"trainer 'toy-fit' of plugin 'toy' failed: RuntimeError"):
+        run_toy(toy_bench, tmp_path, set={"fail_at": 2})
+    run_dir = next(tmp_path.glob("toy-*"))
+    info = R.read_json(run_dir / "run.json")
+    assert info["status"] == "failed" and "toy-fit" in info["error"]
+    assert R.finished_generations(run_dir) == 2
+    table = R.read_metrics(run_dir)
+    assert sorted(set(table.column("generation").to_pylist())) == [0, 1]
+    assert "RuntimeError" in (run_dir / "log.txt").read_text()
+
+
+def test_a_raising_event_hook_is_named_and_the_saved_state_stays_consistent(tmp_path):
+    events = toy_plugins.Events(raise_at=2)
+    b = Bench(extra_plugins=[toy_plugins.Toy(), events])
+    with pytest.raises(PluginError, match="plugin 'events' raised in bench_generation_finished"):
+        run_toy(b, tmp_path)
+    run_dir = next(tmp_path.glob("toy-*"))
+    assert R.finished_generations(run_dir) == 3
+    assert R.validate_metrics(R.read_metrics(run_dir)) == []
+    assert R.read_json(run_dir / "run.json")["status"] == "failed"
+    assert events.calls[0] == ("started", 0) and events.calls[-1] == ("finished", "failed")
+
+
+def test_events_fire_in_order(tmp_path):
+    events = toy_plugins.Events()
+    b = Bench(extra_plugins=[toy_plugins.Toy(), events])
+    run_toy(b, tmp_path)
+    assert events.calls == [("started", 0)] + [("generation", k, 2) for k in range(5)] + [("finished", "complete")]
+
+
+@pytest.mark.parametrize("keep, kept", [("first-last", [0, 4]), ("all", [0, 1, 2, 3, 4]), ("every:2", [0, 2, 4])])
+def test_state_retention(toy_bench, tmp_path, keep, kept):
+    runs = cb.run("toy", "smoke", out=tmp_path, bench=toy_bench, keep_states=keep)
+    have = [k for k in range(5) if (runs[0].path / "gens" / R.gen_name(k) / "state.safetensors").exists()]
+    assert have == kept
+
+
+def test_kill_9_mid_run_then_the_same_command_finishes_identically(tmp_path):
+    """A real process killed with SIGKILL, then resumed by the same command line."""
+    cmd = [sys.executable, "-m", "bench.cli", "run", "--plugin", "gaussian", "--preset", "smoke",
+           "--generations", "400", "--set", "n_samples=200", "--out"]
+    whole = tmp_path / "whole"
+    subprocess.run(cmd + [str(whole)], check=True, capture_output=True)
+    cut = tmp_path / "cut"
+    proc = subprocess.Popen(cmd + [str(cut)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline and not list(cut.glob("*/gens/000030")):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    run_dir = next(cut.glob("gaussian-*"))
+    done = R.finished_generations(run_dir)
+    assert 30 <= done < 401, "the kill should land mid-run"
+    assert R.read_json(run_dir / "run.json")["status"] == "running"  # what a killed run leaves
+    assert len(set(R.read_metrics(run_dir).column("generation").to_pylist())) == done
+    subprocess.run(cmd + [str(cut)], check=True, capture_output=True)
+    pd.testing.assert_frame_equal(cb.metrics(whole), cb.metrics(cut))
