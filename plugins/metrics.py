@@ -63,7 +63,9 @@ def nll_per_unit(loglik: np.ndarray, units: np.ndarray, batch_size: int | None =
 
 
 def perplexity(nll: float) -> float:
-    """exp(NLL per unit): the perplexity of a per-unit NLL in nats."""
+    """exp(NLL per unit): the perplexity of a per-unit NLL in nats (inf past float range)."""
+    if math.isnan(nll):
+        return math.nan
     return math.exp(nll) if nll < 709.0 else math.inf
 
 
