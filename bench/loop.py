@@ -165,6 +165,7 @@ class Run:
         self.metrics = [b.metrics.get(m) for m in spec.metrics]
         self.info = RunInfo(self.path, spec, spec.run_id)
         self._history: dict[int, Samples] = {}
+        self._rows: dict[int, list[dict[str, Any]]] = {}  # metric rows written by this process
         self._pretrained = None
 
     # -- public ---------------------------------------------------------------------------------
@@ -288,7 +289,7 @@ class Run:
             done = R.finished_generations(self.path)
             try:
                 info = {"identity": self._identity()}
-                R.consolidate(self.path, info, done)
+                R.consolidate(self.path, info, done, known=self._rows)
                 self._write_run_json(status if status != "running" else "failed", done, error)
                 self.log(f"stop: {status}, {done} generation(s) finished" + (f": {error}" if error else ""))
             except OSError:
@@ -373,7 +374,6 @@ class Run:
                 "previous": lambda: previous_state}[spec.start]()
         tmp = self._build_generation(k, data, init, self.reference_state, self.path / R.GENS_DIR)
         os.replace(tmp, self._gen_dir(k))
-        self._last_rows = R.read_parquet_rows(self._gen_dir(k) / R.METRICS_FILE)
         return self._state
 
     def _build_generation(self, k: int, data: Samples, init, reference_state, parent: Path) -> Path:
@@ -419,12 +419,13 @@ class Run:
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
-        R.write_state(tmp / "state.safetensors", state)
-        R.write_parquet(tmp / "samples.parquet", R.samples_table(samples, {
+        R.write_state(tmp / "state.safetensors", state, atomic=False)
+        R.write_parquet(tmp / "samples.parquet", atomic=False, table=R.samples_table(samples, {
             "loglik_reference": ref_scores.loglik, "loglik_model": own_scores.loglik,
             "units": ref_scores.units}))
-        R.write_parquet(tmp / R.METRICS_FILE, R.gen_metrics_table(rows))
-        R.write_json(tmp / "info.json", {"generation": k, "training_samples": len(data), **times})
+        R.write_parquet(tmp / R.METRICS_FILE, R.gen_metrics_table(rows), atomic=False)
+        self._last_rows = self._rows[k] = rows
+        R.write_json(tmp / "info.json", {"generation": k, "training_samples": len(data), **times}, atomic=False)
         self._state = state
         self._history[k + 1] = samples
         return tmp

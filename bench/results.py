@@ -69,8 +69,13 @@ LOG_FILE = "log.txt"
 # -- atomic writing -----------------------------------------------------------------------------
 
 
-def _atomic(path: Path, write) -> None:
+def _atomic(path: Path, write, atomic: bool = True) -> None:
+    """Write through a temporary file renamed into place. ``atomic=False`` writes in place, for
+    files inside a generation's temporary folder, whose own rename is the atomic step."""
     path = Path(path)
+    if not atomic:
+        write(str(path))
+        return
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
@@ -85,24 +90,24 @@ def _atomic(path: Path, write) -> None:
         raise
 
 
-def write_json(path: Path, data: Any) -> None:
+def write_json(path: Path, data: Any, atomic: bool = True) -> None:
     def write(tmp: str) -> None:
         with open(tmp, "w") as fh:
             json.dump(data, fh, indent=2, sort_keys=True, default=str)
             fh.write("\n")
 
-    _atomic(path, write)
+    _atomic(path, write, atomic)
 
 
-def write_parquet(path: Path, table: pa.Table) -> None:
-    _atomic(path, lambda tmp: pq.write_table(table, tmp))
+def write_parquet(path: Path, table: pa.Table, atomic: bool = True) -> None:
+    _atomic(path, lambda tmp: pq.write_table(table, tmp), atomic)
 
 
-def write_state(path: Path, state: Mapping[str, np.ndarray]) -> None:
+def write_state(path: Path, state: Mapping[str, np.ndarray], atomic: bool = True) -> None:
     from safetensors.numpy import save_file
 
     arrays = {k: np.ascontiguousarray(v) for k, v in state.items()}
-    _atomic(path, lambda tmp: save_file(arrays, tmp))
+    _atomic(path, lambda tmp: save_file(arrays, tmp), atomic)
 
 
 def read_state(path: Path) -> dict[str, np.ndarray]:
@@ -253,9 +258,15 @@ def read_metrics(run_dir: Path, validate: bool = True) -> pa.Table:
     return table
 
 
-def consolidate(run_dir: Path, info: Mapping[str, Any], done: int, write: bool = True) -> pa.Table:
-    """Join the per-generation metrics into one table with the run's identity columns."""
-    parts = [pq.read_table(Path(run_dir) / GENS_DIR / gen_name(k) / METRICS_FILE) for k in range(done)]
+def consolidate(run_dir: Path, info: Mapping[str, Any], done: int, write: bool = True,
+                known: Mapping[int, list[dict[str, Any]]] | None = None) -> pa.Table:
+    """Join the per-generation metrics into one table with the run's identity columns.
+
+    ``known`` holds rows already in memory by generation; the others are read from their folders.
+    """
+    known = known or {}
+    parts = [gen_metrics_table(known[k]) if k in known
+             else pq.read_table(Path(run_dir) / GENS_DIR / gen_name(k) / METRICS_FILE) for k in range(done)]
     gen_table = pa.concat_tables(parts) if parts else GEN_METRICS_SCHEMA.empty_table()
     table = stamp(gen_table, info["identity"])
     if write:

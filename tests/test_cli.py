@@ -81,11 +81,11 @@ def test_full_disk_keeps_finished_generations(capsys, tmp_path, monkeypatch):
     real_write = R.write_state
     count = {"n": 0}
 
-    def failing(path, state):
+    def failing(path, state, **kw):
         count["n"] += 1
         if count["n"] == 4:
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
-        return real_write(path, state)
+        return real_write(path, state, **kw)
 
     monkeypatch.setattr(R, "write_state", failing)
     code, out, err = bench_cli(capsys, "run", "--plugin", "gaussian", "--out", str(tmp_path), "-g", "6")
