@@ -32,3 +32,21 @@ def test_readme_first_screen_has_install_and_test_commands():
 def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
     assert 'pip install -e ".[test]" && pytest' in ci and "venv" in ci and "HF_HUB_OFFLINE=1" in ci
+
+
+def test_the_contributing_example_plugin_runs(tmp_path):
+    """The plugin written out in CONTRIBUTING.md works as printed."""
+    import types
+
+    import bench.api as cb
+    from bench.plugins import Bench
+
+    docs = (ROOT / "CONTRIBUTING.md").read_text()
+    code = docs.split("# my_package/my_plugin.py\n", 1)[1].split("```", 1)[0]
+    module = types.ModuleType("my_plugin")
+    exec(compile(code, "CONTRIBUTING.md", "exec"), module.__dict__)
+    b = Bench(extra_plugins=[module])
+    runs = cb.run("my-model", "smoke", generations=3, out=tmp_path, bench=b)
+    df = cb.metrics(runs)
+    assert sorted(df.generation.unique()) == [0, 1, 2, 3]
+    assert set(df.metric) == {"cov-trace-ratio", "logdet-diff"}
