@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import TextIO
@@ -28,8 +29,13 @@ class Progress:
         if self.tty:
             from tqdm import tqdm
 
+            try:
+                width = os.get_terminal_size(self.stream.fileno()).columns
+            except (OSError, ValueError, AttributeError):
+                width = 0
+            # A terminal that reports no width (some CI pseudo-terminals) still gets an 80-column bar.
             self.bar = tqdm(total=total, initial=done, desc=self.label, unit="gen", file=self.stream,
-                            dynamic_ncols=True, leave=True)
+                            dynamic_ncols=width > 0, ncols=None if width > 0 else 80, leave=True)
         elif done:
             self._line(f"resuming after generation {done - 1}")
 

@@ -218,3 +218,42 @@ def test_kill_9_mid_run_then_the_same_command_finishes_identically(tmp_path):
     assert len(set(R.read_metrics(run_dir).column("generation").to_pylist())) == done
     subprocess.run(cmd + [str(cut)], check=True, capture_output=True)
     pd.testing.assert_frame_equal(cb.metrics(whole), cb.metrics(cut))
+
+
+def test_resuming_under_different_plugin_code_warns(toy_bench, tmp_path):
+    runs = run_toy(toy_bench, tmp_path, generations=2)
+    path = runs[0].path / "run.json"
+    info = R.read_json(path)
+    info["provenance"]["code_versions"]["trainer:toy-fit"] = "toy 0.0.1 / 1"
+    R.write_json(path, info)
+    with pytest.warns(UserWarning, match=r"resuming under different plugin code: trainer:toy-fit: toy 0.0.1 / 1 ->"):
+        run_toy(toy_bench, tmp_path, generations=3)
+    assert "resuming under different plugin code" in (runs[0].path / "log.txt").read_text()
+
+
+def test_progress_bar_on_a_terminal(tmp_path):
+    """On a terminal the progress is a bar (tqdm) redrawn in place, ending at the last generation."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a 100-column terminal
+    proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "run", "--plugin", "gaussian", "--out", str(tmp_path)],
+                            stdout=subprocess.DEVNULL, stderr=slave)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    proc.wait()
+    os.close(master)
+    text = b"".join(chunks).decode(errors="replace")
+    assert proc.returncode == 0
+    assert "\r" in text and "101/101" in text and "gen/s" in text
