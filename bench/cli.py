@@ -98,8 +98,15 @@ def _check_keep_states(value: str) -> None:
     raise BenchError(f"--keep-states {value!r}: use first-last, all, or every:N with N >= 1")
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    click.echo(f"Warning: {message}", err=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user mistakes end with a message and a non-zero exit, never a traceback."""
+    import warnings
+
+    warnings.showwarning = _show_warning
     try:
         cli.main(args=argv, prog_name="bench", standalone_mode=False)
     except click.exceptions.Abort:

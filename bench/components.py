@@ -27,29 +27,42 @@ Params = Mapping[str, Any]
 
 @dataclass(frozen=True)
 class Samples:
-    """A set of samples of one kind; ``data``'s first axis indexes the samples."""
+    """A set of samples of one kind; ``data``'s first axis indexes the samples.
+
+    ``columns`` holds optional per-sample extras kept with the samples (for example ``text``, the
+    decoded continuation, and ``prompt``, the text it continues), each a sequence of length n.
+    """
 
     kind: str
     data: np.ndarray
+    columns: Mapping[str, Sequence[Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.kind not in SAMPLE_KINDS:
             raise ValueError(f"unknown sample kind {self.kind!r}; expected one of {SAMPLE_KINDS}")
+        for name, values in self.columns.items():
+            if len(values) != len(self):
+                raise ValueError(f"column {name!r} has {len(values)} values for {len(self)} samples")
 
     def __len__(self) -> int:
         return int(self.data.shape[0])
 
     def take(self, index: np.ndarray | Sequence[int]) -> "Samples":
-        return Samples(self.kind, self.data[np.asarray(index, dtype=np.int64)])
+        index = np.asarray(index, dtype=np.int64)
+        columns = {name: [values[i] for i in index] for name, values in self.columns.items()}
+        return Samples(self.kind, self.data[index], columns)
 
     @staticmethod
     def concat(parts: Sequence["Samples"]) -> "Samples":
+        """Samples one after another; only the columns every part has are kept."""
         if not parts:
             raise ValueError("cannot concatenate zero sample sets")
         kinds = {p.kind for p in parts}
         if len(kinds) != 1:
             raise ValueError(f"cannot concatenate samples of kinds {sorted(kinds)}")
-        return Samples(parts[0].kind, np.concatenate([p.data for p in parts], axis=0))
+        shared = set.intersection(*(set(p.columns) for p in parts))
+        columns = {name: [v for p in parts for v in p.columns[name]] for name in sorted(shared)}
+        return Samples(parts[0].kind, np.concatenate([p.data for p in parts], axis=0), columns)
 
 
 @dataclass(frozen=True)
@@ -70,7 +83,9 @@ class RealData:
     """The real data of a model bundle for one seed.
 
     ``fresh`` draws new, unseen real samples (for the ``fresh`` policy) where the source can;
-    ``true_loglik`` scores samples under the true density where the plugin knows it.
+    ``true_loglik`` scores samples under the true density where the plugin knows it;
+    ``fingerprint`` identifies the data, and ``provenance`` holds what else run.json should record
+    (model revision or folder fingerprint, tokenizer hash, ...).
     """
 
     train: Samples
@@ -79,6 +94,7 @@ class RealData:
     fresh: Callable[[int, np.random.Generator], Samples] | None = None
     true_loglik: Callable[[Samples], np.ndarray] | None = None
     fingerprint: str = ""
+    provenance: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -100,7 +116,10 @@ class ModelBundle:
 
     ``params`` holds the bundle's own parameters with their defaults; presets override any of
     them (and may set ``generations``, ``policy``, ``start``). ``load_real(params, seed)`` returns
-    :class:`RealData`.
+    :class:`RealData`. ``check(params)`` returns warnings to show before a run starts (for example
+    a time estimate when a GPU-sized preset starts on a CPU). ``throughput=True`` adds rows
+    ``throughput/generate-units-per-s`` and ``throughput/fit-samples-per-s``: measurements of the
+    machine, not of the model, so they differ between otherwise equal runs.
     """
 
     name: str
@@ -115,6 +134,8 @@ class ModelBundle:
     default_preset: str = "smoke"
     description: str = ""
     version: str = "1"
+    check: Callable[[Params], Sequence[str]] | None = None
+    throughput: bool = False
 
 
 @dataclass(frozen=True)

@@ -212,6 +212,7 @@ class Run:
             "generations_done": done,
             "error": error,
             "real_data_fingerprint": getattr(self, "_fingerprint", old.get("real_data_fingerprint")),
+            "data_provenance": getattr(self, "_data_provenance", None) or old.get("data_provenance") or {},
         }
         R.write_json(path, data)
 
@@ -248,6 +249,9 @@ class Run:
             R.consolidate(self.path, R.read_json(self.path / R.RUN_JSON), done)
             return RunOutcome(self.path, spec, "complete", done)
         self._write_run_json("running", done)
+        for message in (self.bundle.check(spec.params) if self.bundle.check else ()):
+            warnings.warn(message, stacklevel=2)
+            self.log("warning: " + message)
         self.log(f"start: {spec.folder_name}, generations {done}..{spec.generations}"
                  + (" (resumed)" if done else ""))
         self.b.emit("bench_run_started", run=self.info)
@@ -257,6 +261,8 @@ class Run:
         try:
             self.real = self._call("model", self.bundle.name, self.bundle.load_real, spec.params, spec.seed)
             self._fingerprint = self.real.fingerprint or None
+            self._data_provenance = dict(self.real.provenance)
+            self._write_run_json("running", done)
             k = done
             if k == 0:
                 self._generation_zero()
@@ -414,6 +420,14 @@ class Run:
                     "metric_plugin_version": info.version,
                 })
         times["measure_s"] = time.perf_counter() - t
+        if self.bundle.throughput:
+            harness = {"metric_plugin": "bench", "metric_plugin_version": bench.__version__,
+                       "direction": "higher", "target": None, "metric_version": "1", "generation": k}
+            units = float(samples.data.size)  # array elements drawn: tokens for text
+            rows.append({**harness, "metric": "throughput/generate-units-per-s",
+                         "value": units / max(times["generate_s"], 1e-9)})
+            rows.append({**harness, "metric": "throughput/fit-samples-per-s",
+                         "value": len(data) / max(times["fit_s"], 1e-9)})
 
         tmp = parent / f".{R.gen_name(k)}.{os.getpid()}.tmp"
         if tmp.exists():

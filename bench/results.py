@@ -125,7 +125,8 @@ def read_json(path: Path) -> dict[str, Any]:
 
 
 def samples_table(samples: Samples, scores: Mapping[str, np.ndarray]) -> pa.Table:
-    """Samples as Parquet rows: ``index``, ``sample`` and one float column per score."""
+    """Samples as Parquet rows: ``index``, ``sample``, one float column per score, and the
+    samples' extra columns as ``column.<name>`` (``column.text`` for generated text)."""
     data = samples.data
     n = len(samples)
     flat = data.reshape(n, -1) if data.ndim > 1 else data
@@ -138,6 +139,8 @@ def samples_table(samples: Samples, scores: Mapping[str, np.ndarray]) -> pa.Tabl
     columns = {"index": pa.array(np.arange(n, dtype=np.int64)), "sample": column}
     for name, values in scores.items():
         columns[name] = pa.array(np.asarray(values, dtype=np.float64))
+    for name, values in samples.columns.items():
+        columns[f"column.{name}"] = pa.array(list(values))
     meta = {
         "collapse_bench.kind": samples.kind,
         "collapse_bench.shape": json.dumps(list(data.shape[1:])),
@@ -161,12 +164,14 @@ def read_samples(path: Path) -> tuple[Samples, dict[str, np.ndarray]]:
         data = values.astype(dtype, copy=False).reshape([n, *shape])
     else:
         data = column.to_numpy(zero_copy_only=False).astype(dtype, copy=False)
+    extras = {name[len("column."):]: table.column(name).to_pylist()
+              for name in table.column_names if name.startswith("column.")}
     scores = {
         name: table.column(name).to_numpy()
         for name in table.column_names
-        if name not in ("index", "sample")
+        if name not in ("index", "sample") and not name.startswith("column.")
     }
-    return Samples(kind, data), scores
+    return Samples(kind, data, extras), scores
 
 
 # -- metrics ------------------------------------------------------------------------------------
