@@ -31,13 +31,18 @@ def cli() -> None:
               help="Where generations after the first start training from.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Override a parameter (repeatable); policy parameters as policy.KEY=VALUE.")
+@click.option("--model", help="Model for language-model plugins: a hub id or a local folder (same as --set model=...).")
+@click.option("--dataset", help="Dataset for language-model plugins: a hub id or local files (same as --set dataset=...).")
+@click.option("--device", help="Device for torch plugins: auto, cpu, cuda, cuda:1, mps (same as --set device=...).")
+@click.option("--dtype", help="Precision for torch plugins: auto, fp32, bf16, fp16 (same as --set dtype=...).")
 @click.option("--metric", "metrics", multiple=True, help="Metrics to compute instead of the plugin's defaults (repeatable).")
 @click.option("--config", type=click.Path(dir_okay=False), help="A YAML or TOML file holding a whole spec.")
 @click.option("--out", "-o", default=None, help="Folder for the run folders (default results/).")
 @click.option("--keep-states", default="first-last", show_default=True,
               help="Model states to keep: first-last, all, or every:N.")
 @click.option("--dry-run", is_flag=True, help="Print the resolved spec and run folder; run nothing.")
-def run(plugin, preset, generations, seeds, policy, start, sets, metrics, config, out, keep_states, dry_run):
+def run(plugin, preset, generations, seeds, policy, start, sets, model, dataset, device, dtype, metrics, config,
+        out, keep_states, dry_run):
     """Run, resume or extend collapse chains (one run per seed).
 
     \b
@@ -58,8 +63,14 @@ def run(plugin, preset, generations, seeds, policy, start, sets, metrics, config
     if not plugin and not cfg.get("plugin"):
         plugin = DEFAULT_PLUGIN
     out_dir = Path(out or cfg.get("out") or api.DEFAULT_OUT)
+    from bench.spec import parse_assignments
+
+    overrides = parse_assignments(sets)
+    for key, value in (("model", model), ("dataset", dataset), ("device", device), ("dtype", dtype)):
+        if value is not None:
+            overrides[key] = value
     specs = api.specs(plugin, preset, seeds=seeds, generations=generations, policy=policy, start=start,
-                      set=list(sets), metrics=list(metrics) or None, config=config, bench=b)
+                      set=overrides, metrics=list(metrics) or None, config=config, bench=b)
     if dry_run:
         for spec in specs:
             click.echo(json.dumps({"run_folder": str(out_dir / spec.folder_name), "run_id": spec.run_id,
@@ -70,6 +81,37 @@ def run(plugin, preset, generations, seeds, policy, start, sets, metrics, config
     click.echo(f"Results: {out_dir}/ ({len(specs)} run{'s' * (len(specs) != 1)}: "
                + ", ".join(spec.folder_name for spec in specs) + ")")
     click.echo(f"Read them with: python -c \"import bench.api as cb; print(cb.metrics('{out_dir}'))\"")
+
+
+@cli.command()
+@click.argument("run_folder", type=click.Path(file_okay=False))
+@click.option("--prompt", "-n", "index", type=int, default=0, show_default=True,
+              help="Which sample (for text: which prompt) to follow across generations.")
+def show(run_folder, index):
+    """Print one sample across generations: for text, a prompt's continuation as the model drifts."""
+    from bench import results as R
+
+    run_dir = Path(run_folder)
+    if not (run_dir / R.RUN_JSON).is_file():
+        raise BenchError(f"{run_dir} is not a run folder (it has no run.json); `ls results/` lists runs")
+    info = R.read_json(run_dir / R.RUN_JSON)
+    done = R.finished_generations(run_dir)
+    if done == 0:
+        raise BenchError(f"run {run_dir.name} has no finished generation yet")
+    spec = info["spec"]
+    click.echo(f"{run_dir.name}: {spec['plugin']} {spec['preset']}, policy {info['identity']['policy']}, "
+               f"seed {spec['seed']}, {done} generation(s)")
+    for k in range(done):
+        row = R.read_sample_row(run_dir / R.GENS_DIR / R.gen_name(k) / "samples.parquet", index)
+        if k == 0 and row.get("column.prompt") is not None:
+            click.echo(f"\nprompt {index} (real training block):\n  {row['column.prompt']}")
+        body = row.get("column.text")
+        if body is None:
+            body = row["sample"]
+        score = row.get("loglik_reference")
+        units = row.get("units") or 1
+        extra = f"  [per-unit NLL under M_0: {-score / units:.3f}]" if score is not None else ""
+        click.echo(f"\ngeneration {k} (drawn by M_{k}){extra}:\n  {body}")
 
 
 @cli.command()

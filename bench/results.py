@@ -174,6 +174,14 @@ def read_samples(path: Path) -> tuple[Samples, dict[str, np.ndarray]]:
     return Samples(kind, data, extras), scores
 
 
+def read_sample_row(path: Path, index: int) -> dict[str, Any]:
+    """One row of a samples.parquet file as a dict (reads the file's columns, then one row)."""
+    table = pq.read_table(path)
+    if not 0 <= index < table.num_rows:
+        raise BenchError(f"sample {index} does not exist: {path} holds samples 0..{table.num_rows - 1}")
+    return table.slice(index, 1).to_pylist()[0]
+
+
 # -- metrics ------------------------------------------------------------------------------------
 
 

@@ -162,3 +162,39 @@ def test_second_process_on_a_locked_run_exits_non_zero(tmp_path):
                               capture_output=True, text=True)
     assert proc.returncode == 2
     assert "is in use by pid" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_show_follows_one_sample_across_generations(capsys, tmp_path):
+    code, _, err = bench_cli(capsys, "run", "--plugin", "gaussian", "-g", "3", "--out", str(tmp_path))
+    assert code == 0, err
+    run_dir = next(tmp_path.glob("gaussian-*"))
+    code, out, err = bench_cli(capsys, "show", str(run_dir), "--prompt", "4")
+    assert code == 0, err
+    for k in range(4):
+        samples, scores = R.read_samples(run_dir / "gens" / R.gen_name(k) / "samples.parquet")
+        assert f"generation {k} (drawn by M_{k})" in out
+        assert f"{-scores['loglik_reference'][4] / scores['units'][4]:.3f}" in out
+        assert str(samples.data[4].tolist()) in out
+    code, out, err = bench_cli(capsys, "show", str(run_dir), "--prompt", "999")
+    assert code == 2 and "sample 999 does not exist" in err
+    code, out, err = bench_cli(capsys, "show", str(tmp_path / "missing"))
+    assert code == 2 and "is not a run folder" in err
+
+
+def test_samples_keep_their_text_columns(tmp_path):
+    import numpy as np
+
+    from bench.components import Samples
+
+    s = Samples("tokens", np.arange(12, dtype=np.int64).reshape(3, 4), {"text": ["a b", "c", "d e f"]})
+    path = tmp_path / "samples.parquet"
+    R.write_parquet(path, R.samples_table(s, {"loglik_reference": np.zeros(3)}))
+    back, scores = R.read_samples(path)
+    np.testing.assert_array_equal(back.data, s.data)
+    assert back.columns == {"text": ["a b", "c", "d e f"]} and list(scores) == ["loglik_reference"]
+    assert s.take([2, 0]).columns["text"] == ["d e f", "a b"]
+    joined = Samples.concat([s, Samples("tokens", s.data[:1])])
+    assert len(joined) == 4 and joined.columns == {}
+    assert Samples.concat([s, s.take([1])]).columns["text"] == ["a b", "c", "d e f", "c"]
+    with pytest.raises(ValueError, match="column 'text' has 1 values for 3 samples"):
+        Samples("tokens", s.data, {"text": ["x"]})
