@@ -116,8 +116,9 @@ class ModelBundle:
 
     ``params`` holds the bundle's own parameters with their defaults; presets override any of
     them (and may set ``generations``, ``policy``, ``start``). ``load_real(params, seed)`` returns
-    :class:`RealData`. ``check(params)`` returns warnings to show before a run starts (for example
-    a time estimate when a GPU-sized preset starts on a CPU). ``throughput=True`` adds rows
+    :class:`RealData`. ``check(params)`` runs before a run starts: it raises BenchError for
+    impossible settings and returns warnings to show (for example a time estimate when a GPU-sized
+    preset starts on a CPU). ``throughput=True`` adds rows
     ``throughput/generate-units-per-s`` and ``throughput/fit-samples-per-s``: measurements of the
     machine, not of the model, so they differ between otherwise equal runs.
     """
