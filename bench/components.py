@@ -121,6 +121,9 @@ class ModelBundle:
     preset starts on a CPU). ``throughput=True`` adds rows
     ``throughput/generate-units-per-s`` and ``throughput/fit-samples-per-s``: measurements of the
     machine, not of the model, so they differ between otherwise equal runs.
+    ``leaderboard_metrics`` names the track's main metrics, those the overall rank is built from
+    (metric rows, e.g. ``gmm-std/0``, or metric names covering all their rows); empty means every
+    metric with a direction.
     """
 
     name: str
@@ -137,6 +140,7 @@ class ModelBundle:
     version: str = "1"
     check: Callable[[Params], Sequence[str]] | None = None
     throughput: bool = False
+    leaderboard_metrics: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

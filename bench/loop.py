@@ -31,7 +31,7 @@ from bench import results as R
 from bench.components import FitRequest, MetricContext, PolicyContext, Samples, Scores
 from bench.errors import BenchError, RunLocked
 from bench.plugins import SINGULAR, Bench, PluginError
-from bench.spec import Spec
+from bench.spec import Spec, _digest
 
 # Independent random streams of one generation.
 TRAIN, GENERATE, POLICY, METRICS, INIT = range(5)
@@ -213,8 +213,17 @@ class Run:
             "error": error,
             "real_data_fingerprint": getattr(self, "_fingerprint", old.get("real_data_fingerprint")),
             "data_provenance": getattr(self, "_data_provenance", None) or old.get("data_provenance") or {},
+            "track": self._track(getattr(self, "_fingerprint", None) or old.get("real_data_fingerprint")),
+            "leaderboard_metrics": list(self.bundle.leaderboard_metrics),
         }
         R.write_json(path, data)
+
+    def _track(self, fingerprint: str | None) -> dict[str, Any]:
+        """The fixed protocol this run belongs to: runs are ranked only against their track."""
+        spec = self.spec
+        key = {"plugin": spec.plugin, "preset": spec.preset, "generations": spec.generations,
+               "real_data": fingerprint}
+        return {"name": f"{spec.plugin}/{spec.preset}", "id": _digest(key)[:12], **key}
 
     def _check_resume(self) -> None:
         path = self.path / R.RUN_JSON

@@ -325,6 +325,7 @@ def bench_register_models(register) -> None:
             scorer="gmm-loglik",
             metrics=("gmm-l2", "gmm-std", "test-perplexity", "perplexity-drift", "head-mass", "tail-mass", "oos-mass",
                  "cov-trace-ratio", "logdet-diff"),
+            leaderboard_metrics=("gmm-l2", "gmm-std", "logdet-diff", "cov-trace-ratio", "tail-mass"),
             params=dict(PARAMS),
             presets=PRESETS,
             default_preset="smoke",

@@ -114,6 +114,8 @@ def _bundle(name: str, description: str, model: str) -> bench.ModelBundle:
         description=description,
         check=check,
         throughput=True,
+        leaderboard_metrics=("test-perplexity", "perplexity-drift", "tail-mass", "oos-mass", "distinct-n",
+                             "rare-type-mass", "self-bleu"),
     )
 
 

@@ -8,6 +8,7 @@ import pytest
 
 import bench.api as cb
 from bench.cli import main
+from bench.spec import parse_seeds
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -38,5 +39,6 @@ def test_smoke_figure(tmp_path, command, metric, generation, expected, tolerance
         assert exc.code in (0, None)
     df = cb.metrics(tmp_path)
     values = df[(df.metric == metric) & (df.generation == generation)].value
-    assert len(values) == 5, "each README figure is a mean over seeds 0-4"
+    seeds = parse_seeds(args[args.index("--seeds") + 1]) if "--seeds" in args else [0]
+    assert len(values) == len(seeds), "a README figure is the mean over the command's seeds"
     assert abs(values.mean() - expected) <= tolerance, f"{command}: {metric} mean {values.mean():.3f}"
