@@ -115,6 +115,53 @@ def show(run_folder, index):
 
 
 @cli.command()
+@click.argument("results", nargs=-1, type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def runs(results, as_json):
+    """List runs with their state (complete, running, partial, failed with its reason) and
+    generations done."""
+    from bench.manage import list_runs
+
+    states = list_runs(results or ["results"])
+    if as_json:
+        click.echo(json.dumps([{**s.__dict__, "path": str(s.path)} for s in states], indent=2))
+        return
+    if not states:
+        click.echo(f"No runs under {', '.join(results or ['results'])}.")
+        return
+    width = max(len(s.path.name) for s in states)
+    for s in states:
+        gens = f"{s.done}/{s.requested + 1}" if s.requested is not None else str(s.done)
+        reason = f"  {s.reason}" if s.reason else ""
+        click.echo(f"{s.path.name:<{width}}  {s.state:<9} generations {gens:>11}{reason}")
+    counts = {}
+    for s in states:
+        counts[s.state] = counts.get(s.state, 0) + 1
+    click.echo(", ".join(f"{n} {state}" for state, n in sorted(counts.items())))
+
+
+@cli.command()
+@click.argument("runs_", metavar="RUN...", nargs=-1, required=True, type=click.Path())
+@click.option("--metric", "metrics", multiple=True, required=True, help="Metric to compute (repeatable).")
+def rescore(runs_, metrics):
+    """Compute a new or updated metric for finished runs from their saved samples and model states,
+    without retraining."""
+    from bench import results as R
+    from bench.manage import rescore as do_rescore
+    from bench.plugins import Bench
+
+    folders = R.find_runs(runs_)
+    if not folders:
+        raise BenchError(f"no run folders under {', '.join(runs_)}")
+    b = Bench()
+    for folder in folders:
+        result = do_rescore(b, folder, list(metrics))
+        note = (f"; generations {result.skipped} skipped: their model state was not kept "
+                "(see --keep-states)") if result.skipped else ""
+        click.echo(f"{folder.name}: {result.rows} row(s) over {result.generations} generation(s){note}")
+
+
+@cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def plugins(as_json):
     """List installed plugins, their versions and what each registers."""

@@ -1,0 +1,198 @@
+"""Keeping runs manageable: list them with their state, and re-score them with new metrics."""
+
+from __future__ import annotations
+
+import fcntl
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from bench import results as R
+from bench.components import MetricContext
+from bench.errors import BenchError
+from bench.loop import METRICS, FolderLock, rng
+from bench.plugins import Bench
+from bench.spec import Spec
+
+
+@dataclass
+class RunState:
+    path: Path
+    plugin: str
+    preset: str
+    policy: str
+    seed: int
+    state: str  # complete, running, partial, failed, unreadable
+    done: int
+    requested: int | None
+    reason: str = ""
+
+
+def _locked(run_dir: Path) -> bool:
+    """Whether a live process holds the run's lock (a killed one holds nothing)."""
+    lock = run_dir / ".lock"
+    if not lock.exists():
+        return False
+    with open(lock, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fh, fcntl.LOCK_UN)
+    return False
+
+
+def run_state(run_dir: Path) -> RunState:
+    """What a run folder holds: complete, running (a process works in it), partial (stopped before
+    its last generation: interrupted or killed; the same command resumes it), failed (with the
+    reason), or unreadable."""
+    run_dir = Path(run_dir)
+    try:
+        info = R.read_json(run_dir / R.RUN_JSON)
+        spec = info["spec"]
+        ident = info["identity"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return RunState(run_dir, "?", "?", "?", -1, "unreadable", 0, None, f"run.json: {exc}")
+    done = R.finished_generations(run_dir)
+    requested = int(info.get("generations_requested", spec.get("generations", 0)))
+    status = info.get("status")
+    reason = ""
+    if _locked(run_dir):
+        state = "running"
+    elif done >= requested + 1:
+        state = "complete"
+    elif status == "failed":
+        state, reason = "failed", info.get("error") or "unknown error"
+    else:
+        state = "partial"
+        reason = "interrupted" if status == "interrupted" else "stopped (killed, or extended and not rerun)"
+    return RunState(run_dir, spec["plugin"], spec["preset"], ident.get("policy", spec["policy"]),
+                    int(spec["seed"]), state, done, requested, reason)
+
+
+def list_runs(paths: Iterable[str | Path]) -> list[RunState]:
+    return [run_state(p) for p in R.find_runs(paths)]
+
+
+# -- rescoring ----------------------------------------------------------------------------------
+
+
+class StateNotKept(Exception):
+    """A metric asked for a model state that was not kept."""
+
+
+class MissingState(dict):
+    """Stands for M_k's state where it was not kept: any use of it raises StateNotKept."""
+
+    def __getitem__(self, key):
+        raise StateNotKept
+
+    def __iter__(self):
+        raise StateNotKept
+
+    def __len__(self):
+        raise StateNotKept
+
+    def get(self, key, default=None):
+        raise StateNotKept
+
+    def items(self):
+        raise StateNotKept
+
+    def keys(self):
+        raise StateNotKept
+
+    def values(self):
+        raise StateNotKept
+
+
+@dataclass
+class RescoreResult:
+    path: Path
+    generations: int
+    rows: int
+    skipped: list[int]
+
+
+def rescore(b: Bench, run_dir: Path, metric_names: list[str],
+            echo: Callable[[str], None] = lambda s: None) -> RescoreResult:
+    """Compute metrics anew for every finished generation from the saved samples and model states.
+
+    Rows of these metrics replace any earlier rows of the same name in each generation; others are
+    kept. Scores under M_0 come from the samples file; a metric that scores with M_k itself needs
+    M_k's state, so where it was not kept (see ``--keep-states``) that generation is skipped for
+    that metric and named. The run's spec is not
+    changed (that would change its id); run.json records what was rescored and when.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / R.RUN_JSON).is_file():
+        raise BenchError(f"{run_dir} is not a run folder (it has no run.json)")
+    info = R.read_json(run_dir / R.RUN_JSON)
+    spec = Spec.from_dict(info["spec"])
+    metrics = [b.metrics.get(name) for name in metric_names]
+    bundle = b.models.get(spec.plugin)
+    for metric in metrics:
+        if bundle.kind not in metric.kinds:
+            raise BenchError(f"metric {metric.name!r} does not accept {bundle.kind} samples")
+    scorer = b.scorers.get(spec.scorer)
+    with FolderLock(run_dir / ".lock", f"run folder {run_dir}"):
+        done = R.finished_generations(run_dir)
+        if done == 0:
+            raise BenchError(f"run {run_dir.name} has no finished generation to rescore")
+        real = bundle.load_real(spec.params, spec.seed)
+        gens = run_dir / R.GENS_DIR
+        reference = R.read_state(gens / R.gen_name(0) / "state.safetensors")
+        def score(state, samples):
+            if isinstance(state, MissingState):
+                raise StateNotKept
+            return scorer.score(state, samples, spec.params)
+
+        skipped, total = [], 0
+        for k in range(done):
+            gen = gens / R.gen_name(k)
+            state_path = gen / "state.safetensors"
+            state = R.read_state(state_path) if state_path.exists() else MissingState()
+            samples, scores = R.read_samples(gen / "samples.parquet")
+            ctx = MetricContext(generation=k, bundle=bundle, params=spec.params, real=real,
+                                state=state, reference_state=reference,
+                                samples=samples, score=score, rng=rng(spec.seed, k, METRICS))
+            if "loglik_reference" in scores:
+                from bench.components import Scores
+
+                ctx.cache["ref:samples"] = Scores(scores["loglik_reference"], scores["units"])
+            new_rows, missed, computed = [], False, set()
+            for metric in metrics:
+                try:
+                    value = metric.compute(ctx)
+                except StateNotKept:
+                    missed = True
+                    continue
+                except Exception as exc:
+                    raise BenchError(f"metric {metric.name!r} failed on generation {k} of {run_dir.name}: "
+                                     f"{type(exc).__name__}: {exc}") from exc
+                computed.add(metric.name)
+                owner = b.owner("metrics", metric.name)
+                for key, v in (value.items() if isinstance(value, dict) else [(None, value)]):
+                    new_rows.append({"generation": k,
+                                     "metric": metric.name if key is None else f"{metric.name}/{key}",
+                                     "value": float(v), "direction": metric.direction, "target": metric.target,
+                                     "metric_version": metric.version, "metric_plugin": owner.name,
+                                     "metric_plugin_version": owner.version})
+            if missed:
+                skipped.append(k)
+            old = R.read_parquet_rows(gen / R.METRICS_FILE)
+            kept = [r for r in old if r["metric"].split("/")[0] not in computed]
+            R.write_parquet(gen / R.METRICS_FILE, R.gen_metrics_table(kept + new_rows))
+            total += len(new_rows)
+            echo(f"{run_dir.name}: generation {k}: {len(new_rows)} row(s)")
+        R.consolidate(run_dir, info, done)
+        info.setdefault("rescored", []).append({
+            "metrics": {m.name: m.version for m in metrics},
+            "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "skipped_generations": skipped,
+        })
+        R.write_json(run_dir / R.RUN_JSON, info)
+    return RescoreResult(run_dir, done, total, skipped)
