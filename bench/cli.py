@@ -162,6 +162,36 @@ def rescore(runs_, metrics):
 
 
 @cli.command()
+@click.argument("runs_", metavar="RUN...", nargs=-1, required=True, type=click.Path())
+@click.option("--out", "-o", default="plots", show_default=True, help="Folder for the PNG files.")
+@click.option("--metric", "metrics", multiple=True, help="Only these metrics (repeatable; 'throughput' adds those rows).")
+def plot(runs_, out, metrics):
+    """Draw metric trajectories over generations with seed bands, and for language models the
+    paper's Figure 1 (histograms of generated-data perplexity under M_0, test perplexity per setting)."""
+    from bench.plots import plot as do_plot
+
+    files = do_plot(runs_, out, metrics=list(metrics) or None)
+    folders = sorted({f.parent.name for f in files})
+    click.echo(f"Wrote {len(files)} plot(s) under {out}/: {', '.join(folders)}")
+
+
+@cli.command()
+@click.argument("runs_", metavar="RUN...", nargs=-1, required=True, type=click.Path())
+@click.option("--out", "-o", default="reports", show_default=True, help="Folder for the HTML pages.")
+@click.option("--per", type=click.Choice(["run", "track"]), default="run", show_default=True,
+              help="One page per run, or per track (all its entries and seeds).")
+@click.option("--metric", "metrics", multiple=True, help="Only these metrics (repeatable).")
+def report(runs_, out, per, metrics):
+    """Write self-contained HTML pages: spec, metric tables, plots, and sample text or images."""
+    from bench.report import report as do_report
+
+    files = do_report(runs_, out, per=per, metrics=list(metrics) or None)
+    click.echo(f"Wrote {len(files)} report(s):")
+    for f in files:
+        click.echo(f"  {f}")
+
+
+@cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def plugins(as_json):
     """List installed plugins, their versions and what each registers."""

@@ -84,8 +84,10 @@ class RealData:
 
     ``fresh`` draws new, unseen real samples (for the ``fresh`` policy) where the source can;
     ``true_loglik`` scores samples under the true density where the plugin knows it;
-    ``fingerprint`` identifies the data, and ``provenance`` holds what else run.json should record
-    (model revision or folder fingerprint, tokenizer hash, ...).
+    ``fingerprint`` identifies the data drawn, and ``provenance`` holds what else run.json should
+    record (model revision or folder fingerprint, tokenizer hash, ...). ``source`` names the data
+    source independently of the seed (a distribution and sample sizes, a dataset), so that runs of
+    one protocol with different seeds share a leaderboard track; empty means ``fingerprint``.
     """
 
     train: Samples
@@ -95,6 +97,7 @@ class RealData:
     true_loglik: Callable[[Samples], np.ndarray] | None = None
     fingerprint: str = ""
     provenance: Mapping[str, Any] = field(default_factory=dict)
+    source: str = ""
 
 
 @dataclass(frozen=True)

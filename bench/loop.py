@@ -153,7 +153,7 @@ class Run:
                  log: Callable[[str], None] | None = None) -> None:
         self.b = b
         self.spec = spec
-        self.out = Path(out)
+        self.out = Path(out).absolute()
         self.path = self.out / spec.folder_name
         self.keep_states = keep_states
         self._echo = log
@@ -213,7 +213,7 @@ class Run:
             "error": error,
             "real_data_fingerprint": getattr(self, "_fingerprint", old.get("real_data_fingerprint")),
             "data_provenance": getattr(self, "_data_provenance", None) or old.get("data_provenance") or {},
-            "track": self._track(getattr(self, "_fingerprint", None) or old.get("real_data_fingerprint")),
+            "track": self._track(getattr(self, "_source", None) or (old.get("track") or {}).get("real_data")),
             "leaderboard_metrics": list(self.bundle.leaderboard_metrics),
         }
         R.write_json(path, data)
@@ -270,6 +270,7 @@ class Run:
         try:
             self.real = self._call("model", self.bundle.name, self.bundle.load_real, spec.params, spec.seed)
             self._fingerprint = self.real.fingerprint or None
+            self._source = self.real.source or self.real.fingerprint or None
             self._data_provenance = dict(self.real.provenance)
             self._write_run_json("running", done)
             k = done

@@ -194,6 +194,7 @@ def load_gaussian(params: Params, seed: int) -> bench.RealData:
         fresh=fresh,
         true_loglik=true_loglik,
         fingerprint=_fingerprint(f"gaussian:d={dim}:M={n_samples}:mean={mean!r}:std={std!r}", train, test),
+        source=f"gaussian:d={dim}:M={n_samples}:mean={mean!r}:std={std!r}:test={n_test}",
     )
 
 
@@ -294,6 +295,7 @@ def load_categorical(params: Params, seed: int) -> bench.RealData:
         fresh=fresh,
         true_loglik=true_loglik,
         fingerprint=_fingerprint(f"categorical:K={n_states}:M={n_samples}:zipf={zipf!r}", train, test),
+        source=f"categorical:K={n_states}:M={n_samples}:zipf={zipf!r}:test={n_test}",
     )
 
 

@@ -203,6 +203,7 @@ def load_real(params, seed: int) -> RealData:
         fresh=fresh,
         true_loglik=true_loglik,
         fingerprint=f"gmm:{params['data']}:sha256:{digest.hexdigest()[:16]}",
+        source=f"gmm:{params['data']}:n={params['n_samples']}:test={params['n_test']}",
     )
 
 
