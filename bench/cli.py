@@ -192,6 +192,34 @@ def report(runs_, out, per, metrics):
 
 
 @cli.command()
+@click.argument("results", nargs=-1, type=click.Path())
+@click.option("--track", help="Only this track: its name (gmm/smoke) or id.")
+@click.option("--out", "-o", default="leaderboards", show_default=True, help="Folder for the tables.")
+def leaderboard(results, track, out):
+    """Rank entries (runs differing only in seed) within each track; write Markdown, HTML, CSV, JSON."""
+    from bench.leaderboard import build
+
+    result = build(results or ["results"], track=track, out=out)
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    click.echo(result.summary())
+
+
+@cli.command()
+@click.argument("results", nargs=-1, required=True, type=click.Path())
+def validate(results):
+    """Check result folders against the schema; exit non-zero on any problem."""
+    from bench.validate import check
+
+    report = check(results)
+    for problem in report.problems:
+        click.echo(problem)
+    click.echo(report.summary())
+    if not report.ok:
+        sys.exit(1)
+
+
+@cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def plugins(as_json):
     """List installed plugins, their versions and what each registers."""

@@ -3,7 +3,8 @@
 The rules (docs/leaderboards.md has the full text):
 
 - A track is a fixed protocol (run.json ``track``: plugin, preset, generations, real data). Runs
-  are ranked only against runs of the same track id.
+  are ranked only against runs of the same track id (older runs with one id per seed are joined,
+  see ``assign_tracks``).
 - An entry is the set of runs whose specs are equal except for the seed. Only complete runs count.
 - Each metric row (``name`` or ``name/key``; ``throughput/...`` rows are never ranked) is
   aggregated over an entry's seeds at the final generation N, and as the area under its curve over
@@ -34,7 +35,6 @@ from urllib.parse import quote
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from bench import results as R
@@ -179,7 +179,7 @@ def find_run_dirs(paths: Iterable[str | Path]) -> tuple[list[Path], list[Path]]:
             raise BenchError(f"{p} does not exist: give folders of results (what `bench run --out` wrote)")
         if not p.is_dir():
             raise BenchError(f"{p} is not a folder: give folders of results (what `bench run --out` wrote)")
-        found = _walk(p)
+        found = runs_below(p)
         if not found:
             empty.append(p)
         for f in found:
@@ -190,7 +190,9 @@ def find_run_dirs(paths: Iterable[str | Path]) -> tuple[list[Path], list[Path]]:
     return runs, empty
 
 
-def _walk(top: Path) -> list[Path]:
+def runs_below(top: Path) -> list[Path]:
+    """Run folders at or below ``top`` (sorted); hidden, generation and run folders' subfolders
+    are not searched, and a folder reached twice through links is searched once."""
     if (top / R.RUN_JSON).is_file():
         return [top]
     found, stack, visited = [], [str(top)], set()
@@ -279,6 +281,9 @@ def parse_run_json(path: Path, data: Any) -> RunRecord:
     if not isinstance(track, dict) or not isinstance(track.get("name"), str) or not isinstance(track.get("id"), str):
         raise _Malformed("track is not an object with a name and an id")
     track = {k: track.get(k) for k in TRACK_KEYS}
+    if track["generations"] != data["generations_requested"]:
+        raise _Malformed(f"track.generations {track['generations']!r} differs from generations_requested "
+                         f"{data['generations_requested']}")
     main = data.get("leaderboard_metrics", [])
     if not isinstance(main, list) or not all(isinstance(m, str) for m in main):
         raise _Malformed("leaderboard_metrics is not a list of metric names")
@@ -309,9 +314,9 @@ def assign_tracks(recs: Sequence[RunRecord]) -> list[str]:
     The harness's track id hashes the real-data fingerprint; sources that draw their real data
     from the seed (gmm, gaussian) record one fingerprint, so one id, per seed. An entry's runs
     differ only in the seed by definition, so the ids of an entry's runs are joined, and so are
-    entries sharing an id (the same data for a seed). A joined track keeps the id of its smallest
-    seed's run and lists every id in ``ids``. Returns notes on seeds whose data differs within
-    a joined track.
+    entries sharing an id (the same data for a seed); an entry with two ids for one seed (the data
+    itself changed) joins nothing. A joined track keeps the id of its smallest seed's run and
+    lists every id in ``ids``. Returns notes on seeds whose data differs within a joined track.
     """
     parent: dict[str, str] = {}
 
@@ -327,6 +332,11 @@ def assign_tracks(recs: Sequence[RunRecord]) -> list[str]:
         find(r.track["id"])
         by_entry.setdefault(r.entry_key, []).append(r)
     for runs in by_entry.values():
+        per_seed: dict[int, set[str]] = {}
+        for r in runs:
+            per_seed.setdefault(r.seed, set()).add(r.track["id"])
+        if any(len(ids) > 1 for ids in per_seed.values()):
+            continue
         for r in runs[1:]:
             a, b = find(runs[0].track["id"]), find(r.track["id"])
             if a != b:
@@ -497,7 +507,8 @@ def _combine(recs: list[RunRecord], tables: list[pa.Table]) -> tuple[_Rows, dict
     keys = np.unique(run[ok] * width + gen[ok])
     have = np.bincount(keys // width, minlength=len(tables))
     for i in np.flatnonzero(have != requested + 1):
-        bad.setdefault(int(i), f"rows for {int(have[i])} of the {int(requested[i]) + 1} generations 0..{int(requested[i])}")
+        n = int(requested[i])
+        bad.setdefault(int(i), f"rows for {int(have[i])} of the {n + 1} generations 0..{n}")
     n_metrics = max(len(metrics), 1)
     triple = (run * width + gen) * (n_metrics + 1) + (mcode + 1)
     uniq, first = np.unique(triple, return_index=True)
@@ -626,10 +637,10 @@ def _board(track_id: str, recs: list[RunRecord], idx: list[int], rows: _Rows, ro
     order = order[np.argsort(pos)]
     metric_rows: list[MetricRow] = []
     keep_codes: list[int] = []
+    dsel, tsel = rows.direction[sel], np.nan_to_num(rows.target[sel], nan=np.inf)
     for code in order:
         msk = mcodes == code
-        dirs = np.unique(rows.direction[sel][msk])
-        tgts = np.unique(np.nan_to_num(rows.target[sel][msk], nan=np.inf))
+        dirs, tgts = np.unique(dsel[msk]), np.unique(tsel[msk])
         name = rows.metrics[code]
         if len(dirs) > 1 or len(tgts) > 1:
             warnings.append(f"track {first.track['name']} ({track_id}): metric {name} has different directions "
@@ -768,7 +779,8 @@ def write_markdown(b: Board, path: Path) -> None:
     for j in main:
         m = b.rows[j]
         head += [f"{esc(m.name)} {_arrow(m, 'final')}", f"{esc(m.name)} AUC {_arrow(m, 'auc')}"]
-    lines += ["| " + " | ".join(head) + " |", "|" + "|".join(["---:", "---", "---:", "---:"] + ["---:"] * (2 * len(main))) + "|"]
+    align = ["---:", "---", "---:", "---:"] + ["---:"] * (2 * len(main))
+    lines += ["| " + " | ".join(head) + " |", "|" + "|".join(align) + "|"]
     for e, entry in enumerate(b.entries):
         cells = [_rank_text(entry.rank), esc(entry.label), str(len(entry.seeds)), f"{entry.score:.3g}"]
         for j in main:
@@ -829,7 +841,7 @@ def write_html(b: Board, path: Path) -> None:
     metric columns sort by rank), nothing fetched from the network."""
     esc = html_escape
     order = [j for j, m in enumerate(b.rows) if m.main] + [j for j, m in enumerate(b.rows) if not m.main]
-    head = ['<th data-n="1">rank</th>', "<th>entry</th>", "<th>id</th>", "<th>seeds</th>", "<th>score</th>"]
+    head = ["<th>rank</th>", "<th>entry</th>", "<th>id</th>", "<th>seeds</th>", "<th>score</th>"]
     for j in order:
         m = b.rows[j]
         cls = ' class="main"' if m.main else ""
@@ -883,9 +895,9 @@ def write_csv(b: Board, path: Path) -> None:
                 for measure in ("final", "auc"):
                     direction = m.direction if measure == "final" or m.direction != "target" else "lower"
                     target = "" if m.target is None or measure == "auc" else repr(m.target)
+                    numbers = [repr(float(b.stats[f"{measure}_{s}"][e, j])) for s in ("mean", "low", "high", "rank")]
                     w.writerow([b.track["name"], b.track["id"], f"{entry.rank:g}", repr(entry.score), entry.label,
-                                entry.id, len(entry.seeds), m.name, int(m.main), measure, direction, target]
-                               + [repr(float(b.stats[f"{measure}_{s}"][e, j])) for s in ("mean", "low", "high", "rank")])
+                                entry.id, len(entry.seeds), m.name, int(m.main), measure, direction, target, *numbers])
     os.replace(tmp, path)
 
 
@@ -897,7 +909,7 @@ def board_json(b: Board) -> dict[str, Any]:
         for j, m in enumerate(b.rows):
             metrics[m.name] = {
                 measure: {"mean": _json_num(b.stats[f"{measure}_mean"][e, j]),
-                          "ci95": [_json_num(b.stats[f"{measure}_low"][e, j]), _json_num(b.stats[f"{measure}_high"][e, j])],
+                          "ci95": [_json_num(b.stats[f"{measure}_{end}"][e, j]) for end in ("low", "high")],
                           "n": len(entry.seeds), "rank": _json_num(b.stats[f"{measure}_rank"][e, j])}
                 for measure in ("final", "auc")}
         entries.append({"rank": entry.rank, "score": _json_num(entry.score), "label": entry.label, "id": entry.id,
@@ -929,6 +941,19 @@ def _write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _tables_in(out: Path) -> dict[str, str]:
+    """The leaderboards already in ``out``: file stem -> track id (files this module wrote)."""
+    found = {}
+    for f in out.glob("*.json"):
+        try:
+            data = json.loads(f.read_text(encoding="utf-8"))
+            if isinstance(data, dict) and data.get("format") == FORMAT:
+                found[f.stem] = str(data["track"]["id"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return found
+
+
 def write_index(out: Path) -> Path:
     """index.md: every leaderboard JSON in ``out`` (not only this build's), with links."""
     rows = []
@@ -946,7 +971,7 @@ def write_index(out: Path) -> Path:
     lines = ["# Leaderboards", "", "One table per track (a fixed protocol); runs of different tracks are never "
              "ranked together. Rules: docs/leaderboards.md.", "",
              "| track | id | generations | entries | runs | first | tables |", "|---|---|---:|---:|---:|---|---|"]
-    for name, tid, gens, n_entries, runs, leader, stem in sorted(rows):
+    for name, tid, gens, n_entries, runs, leader, stem in sorted(rows, key=lambda r: (r[0], r[1], r[6])):
         link = quote(stem)
         files = " · ".join(f"[{kind}]({link}.{ext})" for kind, ext in
                            (("Markdown", "md"), ("HTML", "html"), ("CSV", "csv"), ("JSON", "json")))
@@ -1088,9 +1113,14 @@ def build(paths: Iterable[str | Path], track: str | None = None, out: str | Path
         if out.exists() and not out.is_dir():
             raise BenchError(f"--out {out} is a file: give a folder for the tables")
         out.mkdir(parents=True, exist_ok=True)
+        earlier = _tables_in(out)
         for b in boards:
             name = b.track["name"]
             b.slug = slugify(name) + (f"-{slugify(b.track['id'])}" if names[name] > 1 else "")
+            for stem, tid in earlier.items():  # this track's tables under another name: replaced
+                if tid == b.track["id"] and stem != b.slug:
+                    for ext in ("md", "html", "csv", "json"):
+                        (out / f"{stem}.{ext}").unlink(missing_ok=True)
             files = [out / f"{b.slug}.{ext}" for ext in ("md", "html", "csv", "json")]
             for writer, f in zip((write_markdown, write_html, write_csv, write_json), files):
                 writer(b, f)

@@ -82,7 +82,7 @@ def validate(paths: Iterable[str | Path]) -> list[str]:
 
 def check(paths: Iterable[str | Path]) -> Report:
     """Like :func:`validate`, with the number of run folders checked."""
-    from bench.leaderboard import _walk
+    from bench.leaderboard import runs_below
 
     report = Report()
     paths = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
@@ -98,7 +98,7 @@ def check(paths: Iterable[str | Path]) -> Report:
         if not p.is_dir():
             report.problems.append(f"{p}: not a folder (give run folders or the folder holding them)")
             continue
-        runs = _walk(p)
+        runs = runs_below(p)
         if not runs:
             report.problems.append(f"{p}: no run folder (holding run.json) at or below it")
         for run in runs:
@@ -151,7 +151,8 @@ def check_run_json(path: Path) -> tuple[list[str], dict[str, Any] | None, bool]:
         problems += _type_problems(f"{path}: identity", identity, IDENTITY_KEYS)
     if track is not None:
         problems += _type_problems(f"{path}: track", track, TRACK_KEYS)
-    if isinstance(data.get("leaderboard_metrics"), list) and not all(isinstance(m, str) for m in data["leaderboard_metrics"]):
+    main = data.get("leaderboard_metrics")
+    if isinstance(main, list) and not all(isinstance(m, str) for m in main):
         problems.append(f"{path}: leaderboard_metrics should be a list of metric names")
     if problems:
         return problems, data, False
@@ -186,11 +187,11 @@ def check_run_json(path: Path) -> tuple[list[str], dict[str, Any] | None, bool]:
     for key, value in expected_identity.items():
         if identity[key] != value:
             problems.append(f"{path}: identity.{key} is {identity[key]!r}, the spec says {value!r}")
-    key = {"plugin": spec["plugin"], "preset": spec["preset"], "generations": n,
-           "real_data": data["real_data_fingerprint"]}
+    # track.real_data names the data source (seed-independent); the id hashes it with the rest.
+    key = {"plugin": spec["plugin"], "preset": spec["preset"], "generations": n, "real_data": track["real_data"]}
     for k, v in {"name": f"{spec['plugin']}/{spec['preset']}", **key, "id": _digest(key)[:12]}.items():
         if track[k] != v:
-            problems.append(f"{path}: track.{k} is {track[k]!r}, the spec and fingerprint give {v!r}")
+            problems.append(f"{path}: track.{k} is {track[k]!r}, the spec gives {v!r}")
     return problems, data, True
 
 
@@ -200,7 +201,8 @@ def check_run(run: Path) -> tuple[list[str], tuple[str, int] | None]:
     run = Path(run)
     problems, data, usable = check_run_json(run / R.RUN_JSON)
     problems += _unexpected(run, RUN_FILES, "run folder")
-    done_on_disk = _check_gens(run, problems)
+    gen_tables: dict[int, Any] = {}
+    done_on_disk = _check_gens(run, problems, gen_tables)
     if not usable:
         return problems, None
     key = (data["run_id"], data["generations_requested"])
@@ -208,7 +210,7 @@ def check_run(run: Path) -> tuple[list[str], tuple[str, int] | None]:
     if done_on_disk != done:
         problems.append(f"{run / R.GENS_DIR}: {done_on_disk} finished generation folder(s), run.json says "
                         f"generations_done {done}")
-    _check_metrics(run, data, min(done, done_on_disk), problems)
+    _check_metrics(run, data, min(done, done_on_disk), problems, gen_tables)
     return problems, key
 
 
@@ -228,8 +230,9 @@ def _unexpected(folder: Path, allowed: set[str], what: str) -> list[str]:
     return out
 
 
-def _check_gens(run: Path, problems: list[str]) -> int:
-    """Check the generation folders; return how many finished ones there are (0..k-1, no gap)."""
+def _check_gens(run: Path, problems: list[str], tables: dict[int, Any]) -> int:
+    """Check the generation folders; return how many finished ones there are (0..k-1, no gap).
+    ``tables`` receives each readable generation metrics table."""
     gens = run / R.GENS_DIR
     if not gens.exists():
         return 0
@@ -248,7 +251,9 @@ def _check_gens(run: Path, problems: list[str]) -> int:
             problems.append(f"{gdir}: not a folder")
             continue
         problems += _unexpected(gdir, GEN_FILES, "generation folder")
-        _check_gen_metrics(gdir / R.METRICS_FILE, k, problems)
+        table = _check_gen_metrics(gdir / R.METRICS_FILE, k, problems)
+        if table is not None:
+            tables[k] = table
         samples = gdir / "samples.parquet"
         try:
             _, scores = R.read_samples(samples)
@@ -293,12 +298,18 @@ def _check_safetensors(path: Path, problems: list[str]) -> None:
         problems.append(f"{path}: not a safetensors file ({_why(exc)})")
 
 
-def _check_gen_metrics(path: Path, k: int, problems: list[str]) -> None:
+def _read_parquet(path: Path):
+    return pq.ParquetFile(path).read()
+
+
+def _check_gen_metrics(path: Path, k: int, problems: list[str]):
+    """Problems with one generation's metrics; the table when it has the right columns."""
     try:
-        table = pq.read_table(path)
+        table = _read_parquet(path)
     except Exception as exc:  # missing, or not Parquet
         problems.append(f"{path}: unreadable metrics ({_why(exc)})")
-        return
+        return None
+    before = len(problems)
     for f in R.GEN_METRICS_SCHEMA:
         if f.name not in table.column_names:
             problems.append(f"{path}: missing column {f.name}")
@@ -306,9 +317,11 @@ def _check_gen_metrics(path: Path, k: int, problems: list[str]) -> None:
             problems.append(f"{path}: column {f.name} has type {table.schema.field(f.name).type}, expected {f.type}")
     if "generation" in table.column_names and set(table.column("generation").to_pylist()) - {k}:
         problems.append(f"{path}: rows of other generations than {k}")
+    return table.select(R.GEN_METRICS_SCHEMA.names) if len(problems) == before else None
 
 
-def _check_metrics(run: Path, data: dict[str, Any], done: int, problems: list[str]) -> None:
+def _check_metrics(run: Path, data: dict[str, Any], done: int, problems: list[str],
+                   gen_tables: dict[int, Any]) -> None:
     """The consolidated metrics: schema, identity columns, and the generation folders' rows."""
     import pyarrow as pa
 
@@ -318,7 +331,7 @@ def _check_metrics(run: Path, data: dict[str, Any], done: int, problems: list[st
             problems.append(f"{path}: missing (`bench run` with the same spec and --out writes it)")
         return
     try:
-        table = pq.read_table(path)
+        table = _read_parquet(path)
     except Exception as exc:  # not Parquet
         problems.append(f"{path}: unreadable metrics ({_why(exc)})")
         return
@@ -330,7 +343,8 @@ def _check_metrics(run: Path, data: dict[str, Any], done: int, problems: list[st
     for name in ("run_id", "plugin", "plugin_version", "preset", "policy", "seed"):
         values = set(table.column(name).to_pylist())
         if values - {identity.get(name)}:
-            problems.append(f"{path}: column {name} holds {sorted(map(str, values))}, run.json says {identity.get(name)!r}")
+            problems.append(f"{path}: column {name} holds {sorted(map(str, values))}, "
+                            f"run.json says {identity.get(name)!r}")
     gens = sorted(set(table.column("generation").to_pylist()))
     covered = len(gens)
     if gens != list(range(covered)):
@@ -342,11 +356,9 @@ def _check_metrics(run: Path, data: dict[str, Any], done: int, problems: list[st
     if covered > done:
         problems.append(f"{path}: rows for {covered} generations, only {done} generation folders")
         return
-    try:
-        parts = [pq.read_table(run / R.GENS_DIR / R.gen_name(k) / R.METRICS_FILE).select(R.GEN_METRICS_SCHEMA.names)
-                 for k in range(covered)]
-    except Exception:  # already reported for the generation folder
-        return
+    if any(k not in gen_tables for k in range(covered)):
+        return  # already reported for the generation folder
+    parts = [gen_tables[k] for k in range(covered)]
     names = R.GEN_METRICS_SCHEMA.names
     ours = _sorted_frame(table.select(names))
     theirs = _sorted_frame(pa.concat_tables(parts) if parts else R.GEN_METRICS_SCHEMA.empty_table())
