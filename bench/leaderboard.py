@@ -39,10 +39,10 @@ import pyarrow.parquet as pq
 
 from bench import results as R
 from bench.errors import BenchError
+from bench.grouping import CONFIDENCE, derived_track, entry_key, entry_labels, entry_spec, join_tracks, summarize
 
 DEFAULT_OUT = "leaderboards"
 FORMAT = "collapse-bench-leaderboard/1"
-CONFIDENCE = 0.95
 UNRANKED_PREFIX = "throughput/"
 INDEX_FILE = "index.md"
 TRACK_KEYS = ("name", "id", "plugin", "preset", "generations", "real_data")
@@ -74,24 +74,7 @@ def slugify(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9.]+", "-", name).strip("-.") or "track"
 
 
-# -- the formulas ---------------------------------------------------------------------------------
-
-
-def summarize(values: np.ndarray, confidence: float = CONFIDENCE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean and t-interval over seeds (axis 0): ``mean +- t_{(1+c)/2, n-1} * sd / sqrt(n)`` with
-    the sample sd (ddof 1). One seed, or any non-finite value in a column: no interval (NaN)."""
-    from scipy.special import stdtrit  # the t quantile (scipy.stats costs a second to import)
-
-    values = np.asarray(values, dtype=float)
-    n = values.shape[0]
-    with np.errstate(invalid="ignore", over="ignore"):
-        mean = values.mean(axis=0) if n else np.full(values.shape[1:], np.nan)
-        if n < 2:
-            nan = np.full_like(mean, np.nan, dtype=float)
-            return mean, nan, nan.copy()
-        half = stdtrit(n - 1, 0.5 + confidence / 2) * values.std(axis=0, ddof=1) / math.sqrt(n)
-    finite = np.isfinite(values).all(axis=0)
-    return mean, np.where(finite, mean - half, np.nan), np.where(finite, mean + half, np.nan)
+# -- the formulas (the mean and t-interval over seeds, ``summarize``, is in bench.grouping) --------
 
 
 def curve_area(curves: np.ndarray) -> np.ndarray:
@@ -254,8 +237,6 @@ def _is_int(x: Any) -> bool:
 
 def parse_run_json(path: Path, data: Any) -> RunRecord:
     """A RunRecord from a run.json's content; raises _Malformed with the reason."""
-    from bench.spec import _digest
-
     if not isinstance(data, dict):
         raise _Malformed("not a collapse-bench run.json (not a JSON object)")
     spec = data.get("spec")
@@ -275,9 +256,7 @@ def parse_run_json(path: Path, data: Any) -> RunRecord:
         policy = f"{spec.get('policy')}:{values}" if values else str(spec.get("policy"))
     track = data.get("track")
     if track is None:  # older run.json: derive it as the harness does
-        key = {"plugin": spec["plugin"], "preset": spec["preset"], "generations": data["generations_requested"],
-               "real_data": data.get("real_data_fingerprint")}
-        track = {"name": f"{spec['plugin']}/{spec['preset']}", "id": _digest(key)[:12], **key}
+        track = derived_track(spec, data["generations_requested"], data.get("real_data_fingerprint"))
     if not isinstance(track, dict) or not isinstance(track.get("name"), str) or not isinstance(track.get("id"), str):
         raise _Malformed("track is not an object with a name and an id")
     track = {k: track.get(k) for k in TRACK_KEYS}
@@ -287,11 +266,11 @@ def parse_run_json(path: Path, data: Any) -> RunRecord:
     main = data.get("leaderboard_metrics", [])
     if not isinstance(main, list) or not all(isinstance(m, str) for m in main):
         raise _Malformed("leaderboard_metrics is not a list of metric names")
-    entry = {k: v for k, v in spec.items() if k != "seed"}
+    entry = entry_spec(spec)
     error = data.get("error")
     return RunRecord(path=path, run_id=data["run_id"], seed=spec["seed"], status=data["status"],
                      requested=data["generations_requested"], done=data["generations_done"], entry=entry,
-                     entry_key=json.dumps(entry, sort_keys=True, default=str), policy=policy, track=track,
+                     entry_key=entry_key(entry), policy=policy, track=track,
                      main=tuple(main), error=error if isinstance(error, str) else None)
 
 
@@ -309,47 +288,21 @@ def _load_run(path: Path) -> RunRecord | str:
 
 
 def assign_tracks(recs: Sequence[RunRecord]) -> list[str]:
-    """Give the runs of one protocol one track, also where the data is drawn from the seed.
-
-    The harness's track id hashes the real-data fingerprint; sources that draw their real data
-    from the seed (gmm, gaussian) record one fingerprint, so one id, per seed. An entry's runs
-    differ only in the seed by definition, so the ids of an entry's runs are joined, and so are
-    entries sharing an id (the same data for a seed); an entry with two ids for one seed (the data
-    itself changed) joins nothing. A joined track keeps the id of its smallest seed's run and
-    lists every id in ``ids``. Returns notes on seeds whose data differs within a joined track.
+    """Give the runs of one protocol one track, also where the data is drawn from the seed
+    (:func:`bench.grouping.join_tracks`: the ids of an entry's runs are joined, and so are entries
+    sharing an id; an entry with two ids for one seed joins nothing). A joined track keeps the id
+    of its smallest seed's run and lists every id in ``ids``. Returns notes on seeds whose data
+    differs within a joined track.
     """
-    parent: dict[str, str] = {}
-
-    def find(x: str) -> str:
-        while parent.setdefault(x, x) != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    by_entry: dict[str, list[RunRecord]] = {}
     for r in recs:
         r.track_ids = (r.track["id"],)
-        find(r.track["id"])
-        by_entry.setdefault(r.entry_key, []).append(r)
-    for runs in by_entry.values():
-        per_seed: dict[int, set[str]] = {}
-        for r in runs:
-            per_seed.setdefault(r.seed, set()).add(r.track["id"])
-        if any(len(ids) > 1 for ids in per_seed.values()):
-            continue
-        for r in runs[1:]:
-            a, b = find(runs[0].track["id"]), find(r.track["id"])
-            if a != b:
-                parent[b] = a
-    groups: dict[str, list[RunRecord]] = {}
-    for r in recs:
-        groups.setdefault(find(r.track["id"]), []).append(r)
     notes = []
-    for runs in groups.values():
+    for first_i, members in join_tracks([(r.track["id"], r.entry_key, r.seed) for r in recs]):
+        runs = [recs[i] for i in members]
         ids = sorted({r.track["id"] for r in runs})
         if len(ids) == 1:
             continue
-        first = min(runs, key=lambda r: (r.seed, r.track["id"]))
+        first = recs[first_i]
         data: dict[int, set] = {}
         for r in runs:
             data.setdefault(r.seed, set()).add(str(r.track.get("real_data")))
@@ -558,41 +511,6 @@ class Board:
     runs: int
 
 
-def _labels(recs_by_entry: list[RunRecord]) -> list[str]:
-    """Policy label plus whatever else differs between the track's entries."""
-    fixed = {"plugin", "preset", "generations", "policy", "policy_params"}
-    flat = []
-    for rec in recs_by_entry:
-        f = {}
-        for k, v in rec.entry.items():
-            if k in fixed:
-                continue
-            if k == "params" and isinstance(v, dict):
-                for pk, pv in v.items():
-                    f[pk if pk not in rec.entry else f"params.{pk}"] = pv
-            else:
-                f[k] = v
-        flat.append(f)
-    keys = sorted({k for f in flat for k in f})
-    canon = lambda v: json.dumps(v, sort_keys=True, default=str)  # noqa: E731
-    differ = [k for k in keys if len({canon(f.get(k)) for f in flat}) > 1]
-    order = {"start": 0, "generator": 1, "trainer": 2, "scorer": 3, "metrics": 5}
-    differ.sort(key=lambda k: (order.get(k, 4), k))
-    labels = []
-    for rec, f in zip(recs_by_entry, flat):
-        parts = [f"{k}={_short(f.get(k))}" for k in differ]
-        labels.append(rec.policy + (" " + " ".join(parts) if parts else ""))
-    return labels
-
-
-def _short(v: Any) -> str:
-    if isinstance(v, str):
-        return v
-    if isinstance(v, list):
-        return ",".join(_short(x) for x in v)
-    return json.dumps(v, sort_keys=True, default=str)
-
-
 def _board(track_id: str, recs: list[RunRecord], idx: list[int], rows: _Rows, row_mask: np.ndarray,
            warnings: list[str]) -> tuple[Board | None, int]:
     """Entries, aggregates and ranks of one track (runs ``idx`` of ``recs``), and how many runs
@@ -682,7 +600,7 @@ def _board(track_id: str, recs: list[RunRecord], idx: list[int], rows: _Rows, ro
     stats = {f"{w}_{s}": np.full((n_e, n_m), np.nan) for w in ("final", "auc") for s in ("mean", "low", "high")}
     entry_list: list[Entry] = []
     reps = [recs[g[0]] for g in groups]
-    labels = _labels(reps)
+    labels = entry_labels([(rep.policy, rep.entry) for rep in reps])
     for e, group in enumerate(groups):
         rows_e = local[group]
         for w, data in (("final", final), ("auc", auc)):

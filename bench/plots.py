@@ -1,16 +1,15 @@
 """Plots of run folders: metric trajectories over generations with seed bands, and the paper's
 Figure 1 for language-model runs (see docs/reports.md).
 
-Runs are grouped as a leaderboard groups them: by track (run.json ``track``), then into entries,
-the runs whose specs differ only in seed. Each entry is drawn as the mean over its seeds with a
-95% Student-t band (:func:`seed_band`). matplotlib is imported inside the functions and drawn
+Runs are grouped as a leaderboard groups them (:mod:`bench.grouping`): by track (run.json
+``track``), then into entries, the runs whose specs differ only in seed. Each entry is drawn as
+the mean over its seeds with a 95% Student-t band (:func:`seed_band`). matplotlib is imported inside the functions and drawn
 through the Agg canvas, so importing this module costs nothing and never touches a display.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import re
 import warnings
@@ -22,6 +21,7 @@ import numpy as np
 
 from bench import results as R
 from bench.errors import BenchError
+from bench.grouping import CONFIDENCE, derived_track, entry_key, entry_labels, join_tracks, seed_order, summarize
 
 THROUGHPUT = "throughput/"
 TEST_PERPLEXITY = "test-perplexity"
@@ -57,23 +57,16 @@ class Band:
     dropped: int = 0
 
 
-def seed_band(values: Iterable[float], level: float = 0.95) -> Band:
+def seed_band(values: Iterable[float], level: float = CONFIDENCE) -> Band:
     """Mean of the finite values and its two-sided t interval, mean -/+ t_{(1+level)/2, n-1} *
-    s / sqrt(n) with s the sample standard deviation (ddof 1). One value: no interval (NaN
-    bounds). Non-finite values (a collapsed model's inf perplexity, an undefined NaN) are left
-    out and counted in ``dropped``; none finite gives a NaN mean (a gap in the line)."""
-    from scipy import stats
-
+    s / sqrt(n) with s the sample standard deviation (ddof 1), as the leaderboard computes it
+    (:func:`bench.grouping.summarize`). One value: no interval (NaN bounds). Non-finite values (a
+    collapsed model's inf perplexity, an undefined NaN) are left out and counted in ``dropped``;
+    none finite gives a NaN mean (a gap in the line)."""
     v = np.asarray(list(values), dtype=np.float64)
     finite = v[np.isfinite(v)]
-    n, dropped = int(finite.size), int(v.size - finite.size)
-    if n == 0:
-        return Band(math.nan, math.nan, math.nan, 0, dropped)
-    mean = float(finite.mean())
-    if n == 1:
-        return Band(mean, math.nan, math.nan, 1, dropped)
-    half = float(stats.t.ppf((1 + level) / 2, n - 1) * finite.std(ddof=1) / math.sqrt(n))
-    return Band(mean, mean - half, mean + half, n, dropped)
+    mean, lo, hi = summarize(finite, level)
+    return Band(float(mean), float(lo), float(hi), int(finite.size), int(v.size - finite.size))
 
 
 def proportions(values: Sequence[float], edges: Sequence[float]) -> np.ndarray:
@@ -165,58 +158,15 @@ class RunData:
 
 
 def track_of(info: dict[str, Any]) -> tuple[str, str]:
-    """(track id, track name) from run.json; older files without ``track`` get the same kind of
-    hash over plugin, preset, generations requested and the real-data fingerprint."""
-    from bench.spec import _digest
-
+    """(track id, track name) from run.json; older files without ``track`` get the harness's
+    hash (:func:`bench.grouping.derived_track`)."""
     track = info.get("track")
     if isinstance(track, dict) and track.get("id") and track.get("name"):
         return str(track["id"]), str(track["name"])
     spec = info["spec"]
-    key = {"plugin": spec["plugin"], "preset": spec["preset"],
-           "generations": info.get("generations_requested", spec.get("generations")),
-           "real_data": info.get("real_data_fingerprint")}
-    return _digest(key)[:12], f"{spec['plugin']}/{spec['preset']}"
-
-
-def merge_tracks(runs: Sequence[RunData]) -> None:
-    """Join the track ids of runs that differ only in seed (as bench.leaderboard does).
-
-    The track id hashes the real-data fingerprint, and sources that draw their real data from
-    the seed (gaussian, gmm) record one fingerprint per seed; an entry's runs belong together
-    by definition, so their ids are joined, and so are entries sharing an id. A joined track
-    keeps the id of its smallest seed's run."""
-    parent: dict[str, str] = {}
-
-    def find(x: str) -> str:
-        while parent.setdefault(x, x) != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for r in runs:
-        find(r.track_id)
-    for group in by_entry(runs).values():
-        for r in group[1:]:
-            a, b = find(group[0].track_id), find(r.track_id)
-            if a != b:
-                parent[b] = a
-    groups: dict[str, list[RunData]] = {}
-    for r in runs:
-        groups.setdefault(find(r.track_id), []).append(r)
-    for group in groups.values():
-        first = min(group, key=lambda r: (_seed_key(r.seed), r.track_id))
-        for r in group:
-            r.track_id = first.track_id
-
-
-def _seed_key(seed: Any) -> tuple:
-    return (0, seed, "") if isinstance(seed, (int, float)) and not isinstance(seed, bool) else (1, 0, str(seed))
-
-
-def entry_of(spec: dict[str, Any]) -> str:
-    """The entry key: the spec without its seed."""
-    return json.dumps({k: v for k, v in spec.items() if k != "seed"}, sort_keys=True, default=str)
+    derived = derived_track(spec, info.get("generations_requested", spec.get("generations")),
+                            info.get("real_data_fingerprint"))
+    return derived["id"], derived["name"]
 
 
 def load_runs(paths: Iterable[str | Path]) -> list[RunData]:
@@ -243,50 +193,16 @@ def load_runs(paths: Iterable[str | Path]) -> list[RunData]:
         except Exception as exc:  # malformed input: name it and go on
             warnings.warn(f"skipping {folder}: {exc}", stacklevel=2)
             continue
-        runs.append(RunData(folder, info, table, track_id, track_name, entry_of(info["spec"])))
-    merge_tracks(runs)
-    _set_labels(runs)
-    return runs
-
-
-_FIXED = ("seed", "plugin", "preset", "generations", "policy", "policy_params")
-_ORDER = {"start": 0, "generator": 1, "trainer": 2, "scorer": 3, "metrics": 5}
-
-
-def _flat_spec(spec: dict[str, Any]) -> dict[str, Any]:
-    """The spec values that may tell entries apart, parameters flattened (``params.`` prefixed
-    only where a parameter shares a name with a spec key)."""
-    flat = {}
-    for key, value in spec.items():
-        if key in _FIXED:
-            continue  # the seed is what an entry averages over; the policy label says the policy
-        if key == "params" and isinstance(value, dict):
-            flat.update({(k if k not in spec or k == "seed" else f"params.{k}"): v for k, v in value.items()})
-        else:
-            flat[key] = value
-    return flat
-
-
-def _short(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list):
-        return ",".join(_short(v) for v in value)
-    return json.dumps(value, sort_keys=True, default=str)
-
-
-def _set_labels(runs: list[RunData]) -> None:
-    """Label each entry as the leaderboard does: its policy label followed by the spec values
-    that differ between the entries of its track (``mix:0.1 start=gen0``)."""
-    canon = lambda v: json.dumps(v, sort_keys=True, default=str)  # noqa: E731
+        runs.append(RunData(folder, info, table, track_id, track_name, entry_key(info["spec"])))
+    # One track per protocol, joined exactly as the leaderboard joins them.
+    for first, members in join_tracks([(r.track_id, r.entry, r.seed) for r in runs]):
+        joined = runs[first].track_id
+        for i in members:
+            runs[i].track_id = joined
     for track_runs in by_track(runs).values():
-        flats = {r.entry: _flat_spec(r.spec) for r in track_runs}
-        keys = sorted({k for f in flats.values() for k in f})
-        differing = [k for k in keys if len({canon(f.get(k)) for f in flats.values()}) > 1]
-        differing.sort(key=lambda k: (_ORDER.get(k, 4), k))
-        for r in track_runs:
-            f = flats[r.entry]
-            r.label = " ".join([r.policy] + [f"{k}={_short(f.get(k))}" for k in differing])
+        for r, label in zip(track_runs, entry_labels([(x.policy, x.spec) for x in track_runs])):
+            r.label = label
+    return runs
 
 
 def by_track(runs: Sequence[RunData]) -> dict[str, list[RunData]]:
@@ -302,7 +218,7 @@ def by_entry(runs: Sequence[RunData]) -> dict[str, list[RunData]]:
     out: dict[str, list[RunData]] = {}
     for r in runs:
         out.setdefault(r.entry, []).append(r)
-    return {e: sorted(rs, key=lambda r: _seed_key(r.seed)) for e, rs in out.items()}
+    return {e: sorted(rs, key=lambda r: seed_order(r.seed)) for e, rs in out.items()}
 
 
 def metric_names(runs: Sequence[RunData], metrics: Sequence[str] | None = None) -> list[str]:

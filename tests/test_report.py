@@ -205,20 +205,30 @@ def test_entry_labels_name_the_differing_params(vector_runs, tmp_path, bench_plu
     assert labels == ["replace start=gen0", "replace start=pretrained"]
 
 
-def test_seeds_with_their_own_real_data_share_one_track(vector_runs, tmp_path):
-    """gaussian draws its real data from the seed, so each seed's run.json names its own track
-    id; the runs of an entry are joined into one track, under the id of seed 0's run."""
+def test_seeds_share_one_track_and_older_per_seed_ids_are_joined(vector_runs, tmp_path):
+    """The track id names the data source, not the seed's draw, so every seed of an entry shares
+    it; run.json files written before that named one id per seed, and those are joined into one
+    track under the id of seed 0's run."""
     folders = R.find_runs([vector_runs])
     infos = {p.name: R.read_json(p / R.RUN_JSON) for p in folders}
     ids = {i["spec"]["seed"]: i["track"]["id"] for i in infos.values()}
-    assert len(set(ids.values())) == 3  # one per seed, as the harness writes them
-    runs = P.load_runs([vector_runs])
-    assert {r.track_id for r in runs} == {ids[0]}
-    assert P.track_folder(runs) == f"gaussian-smoke-{ids[0][:8]}"
-    # an older run.json without "track": the harness's derivation gives the same id
+    assert len(set(ids.values())) == 1
+    old_root = tmp_path / "old"
+    for folder in folders:
+        old = copy_run(folder, old_root)
+        edit_json(old / R.RUN_JSON, lambda i: i["track"].update(id=f"seed{i['spec']['seed']}-id"))
+    runs = P.load_runs([old_root])
+    assert {r.track_id for r in runs} == {"seed0-id"}
+    assert P.track_folder(runs) == "gaussian-smoke-seed0-id"
+    # an older run.json without "track": derived from plugin, preset, generations, data fingerprint
+    from bench.spec import _digest
+
     old = copy_run(folders[0], tmp_path)
     edit_json(old / R.RUN_JSON, lambda i: i.pop("track"))
-    assert P.track_of(R.read_json(old / R.RUN_JSON)) == (infos[folders[0].name]["track"]["id"], "gaussian/smoke")
+    info = R.read_json(old / R.RUN_JSON)
+    key = {"plugin": "gaussian", "preset": "smoke", "generations": info["generations_requested"],
+           "real_data": info["real_data_fingerprint"]}
+    assert P.track_of(info) == (_digest(key)[:12], "gaussian/smoke")
 
 
 def test_plot_user_mistakes_and_malformed_runs(vector_runs, tmp_path):
