@@ -14,6 +14,9 @@ done
 for policy in replace mix:0.1 accumulate accumulate-subsample; do
   bench run --plugin gmm --preset smoke --seeds 0-4 --policy "$policy" --out "$RUNS"
 done
+for policy in replace mix:0.1 accumulate; do
+  bench run --plugin vae --preset smoke --seeds 0-2 --policy "$policy" --out "$RUNS"
+done
 for policy in replace mix:0.1; do
   bench run --plugin opt125m --preset smoke --seeds 0-2 --policy "$policy" --out "$RUNS"
 done
