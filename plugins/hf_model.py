@@ -21,13 +21,13 @@ from __future__ import annotations
 import functools
 import gc
 import math
-from collections import OrderedDict
 from typing import Any, Mapping
 
 import numpy as np
 
 from bench.components import FitRequest, Samples, Scores, State
 from bench.errors import BenchError
+from collapse_bench_plugins.state_cache import StateModelCache
 
 TOY_MODEL = "toy-opt"
 
@@ -317,8 +317,7 @@ def build_model(state: State, params: Mapping[str, Any], device=None, dtype=None
 
 # A few built models, most recent last: (state, ids of its arrays, model). Holding the state keeps
 # its id unique while it is cached; the ids of its arrays catch a dict whose values were replaced.
-_MODEL_CACHE: "OrderedDict[tuple, tuple[State, tuple, Any]]" = OrderedDict()
-_MODEL_CACHE_SIZE = 4  # M_0 and M_k, each in the generation dtype and the scoring dtype
+_MODEL_CACHE = StateModelCache(4)  # M_0 and M_k, each in the generation dtype and the scoring dtype
 
 
 def clear_model_cache() -> None:
@@ -335,18 +334,8 @@ def cached_model(state: State, params: Mapping[str, Any], device, dtype):
         params.get("dataset"),
         *(params.get(k) for k in ("toy_layers", "toy_hidden", "toy_heads", "toy_ffn", "toy_positions")),
     )
-    key = (id(state), str(device), str(dtype), config_key)
-    array_ids = tuple((k, id(v)) for k, v in state.items())
-    hit = _MODEL_CACHE.get(key)
-    if hit is not None and hit[0] is state and hit[1] == array_ids:
-        _MODEL_CACHE.move_to_end(key)
-        return hit[2]
-    _MODEL_CACHE.pop(key, None)
-    while len(_MODEL_CACHE) >= _MODEL_CACHE_SIZE:
-        _MODEL_CACHE.popitem(last=False)
-    model = build_model(state, params, device, dtype)
-    _MODEL_CACHE[key] = (state, array_ids, model)
-    return model
+    return _MODEL_CACHE.get(state, (str(device), str(dtype), config_key),
+                            lambda: build_model(state, params, device, dtype))
 
 
 # --------------------------------------------------------------------------------------------------

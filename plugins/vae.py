@@ -24,7 +24,6 @@ import io
 import math
 import os
 import tempfile
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Mapping, NamedTuple
 
@@ -32,6 +31,7 @@ import numpy as np
 
 import bench
 from collapse_bench_plugins.image_metrics import IMAGE_METRIC_PARAMS
+from collapse_bench_plugins.state_cache import StateModelCache
 from bench.components import FitRequest, RealData, Samples, Scores, State
 from bench.errors import BenchError
 
@@ -423,25 +423,12 @@ def build_model(state: State, device=None):
     return model.to(device or torch.device("cpu")).eval()
 
 
-# A few built networks, most recent last: (state, ids of its arrays, model). Holding the state keeps
-# its id unique while cached; the ids of its arrays catch a dict whose values were replaced.
-_CACHE: "OrderedDict[tuple, tuple[State, tuple, Any]]" = OrderedDict()
-_CACHE_SIZE = 4
+_CACHE = StateModelCache(4)  # a few built networks (M_0 and M_k), most recent last
 
 
 def cached_model(state: State, device):
-    key = (id(state), str(device))
-    array_ids = tuple((k, id(v)) for k, v in state.items())
-    hit = _CACHE.get(key)
-    if hit is not None and hit[0] is state and hit[1] == array_ids:
-        _CACHE.move_to_end(key)
-        return hit[2]
-    _CACHE.pop(key, None)
-    while len(_CACHE) >= _CACHE_SIZE:
-        _CACHE.popitem(last=False)
-    model = build_model(state, device)
-    _CACHE[key] = (state, array_ids, model)
-    return model
+    """:func:`build_model` with a small LRU cache, keyed by the state object and the device."""
+    return _CACHE.get(state, str(device), lambda: build_model(state, device))
 
 
 # --------------------------------------------------------------------------------------------------
