@@ -51,7 +51,7 @@ TRACK_KEYS: dict[str, tuple[type, ...]] = {
     "name": (str,), "id": (str,), "plugin": (str,), "preset": (str,), "generations": (int,),
     "real_data": (str, type(None)),
 }
-RUN_FILES = {R.RUN_JSON, R.METRICS_FILE, R.LOG_FILE, ".lock", R.GENS_DIR}
+RUN_FILES = {R.RUN_JSON, R.METRICS_FILE, R.LOG_FILE, ".lock", R.GENS_DIR, "grids"}  # grids: sample pictures (vae)
 GEN_FILES = {R.METRICS_FILE, "samples.parquet", "state.safetensors", "info.json"}
 SAMPLE_COLUMNS = ("index", "sample", "loglik_reference", "loglik_model", "units")
 _GEN_DIR = re.compile(r"\d{6}")
