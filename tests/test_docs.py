@@ -1,7 +1,6 @@
 """The docs stay true to the code: every hook documented, README commands real."""
 
 import inspect
-import re
 from pathlib import Path
 
 import pytest

@@ -1,7 +1,6 @@
 """The language-model track end to end through `bench run`: the smoke corpus at test size, a model
 and dataset saved locally and loaded through the hub code path, provenance, errors, resume."""
 
-import json
 
 import numpy as np
 import pandas as pd

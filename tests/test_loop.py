@@ -1,6 +1,5 @@
 """The recursive loop: row semantics, policies, determinism, resume, extension, sharing, locking."""
 
-import json
 import os
 import signal
 import subprocess
