@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -40,9 +41,11 @@ def cli() -> None:
 @click.option("--out", "-o", default=None, help="Folder for the run folders (default results/).")
 @click.option("--keep-states", default="first-last", show_default=True,
               help="Model states to keep: first-last, all, or every:N.")
+@click.option("--tensorboard", "tensorboard", metavar="DIR",
+              help="Also log metrics to TensorBoard under DIR/<run folder> (sets BENCH_TENSORBOARD).")
 @click.option("--dry-run", is_flag=True, help="Print the resolved spec and run folder; run nothing.")
 def run(plugin, preset, generations, seeds, policy, start, sets, model, dataset, device, dtype, metrics, config,
-        out, keep_states, dry_run):
+        out, keep_states, tensorboard, dry_run):
     """Run, resume or extend collapse chains (one run per seed).
 
     \b
@@ -76,11 +79,27 @@ def run(plugin, preset, generations, seeds, policy, start, sets, model, dataset,
             click.echo(json.dumps({"run_folder": str(out_dir / spec.folder_name), "run_id": spec.run_id,
                                    "spec": spec.to_dict()}, indent=2))
         return
-    for spec in specs:
-        Run(b, spec, out_dir, keep_states=keep_states).execute(Progress(spec.folder_name))
+    previous_tb = None
+    if tensorboard:
+        from collapse_bench_plugins.tensorboard_logger import ENV_TENSORBOARD, summary_writer_class
+
+        summary_writer_class()  # says how to install TensorBoard before anything runs
+        previous_tb = os.environ.get(ENV_TENSORBOARD)
+        os.environ[ENV_TENSORBOARD] = str(Path(tensorboard).absolute())
+    try:
+        for spec in specs:
+            Run(b, spec, out_dir, keep_states=keep_states).execute(Progress(spec.folder_name))
+    finally:
+        if tensorboard:  # only for this command: the API and later commands in-process stay unlogged
+            if previous_tb is None:
+                os.environ.pop(ENV_TENSORBOARD, None)
+            else:
+                os.environ[ENV_TENSORBOARD] = previous_tb
     click.echo(f"Results: {out_dir}/ ({len(specs)} run{'s' * (len(specs) != 1)}: "
                + ", ".join(spec.folder_name for spec in specs) + ")")
     click.echo(f"Read them with: python -c \"import bench.api as cb; print(cb.metrics('{out_dir}'))\"")
+    if tensorboard:
+        click.echo(f"TensorBoard: tensorboard --logdir {tensorboard}")
 
 
 @cli.command()
@@ -235,6 +254,26 @@ def plugins(as_json):
         click.echo(f"{info['name']} {info['version']} ({origin})")
         for kind, names in info["registers"].items():
             click.echo(f"  {kind}: {', '.join(names)}")
+
+
+@cli.command("new-plugin")
+@click.argument("name")
+@click.option("--dir", "parent", default=".", show_default=True, type=click.Path(file_okay=False),
+              help="Folder to create the package NAME/ in.")
+@click.option("--description", help="One line saying what the model is (pyproject.toml, README, the bundle).")
+def new_plugin(name, parent, description):
+    """Create a plugin package NAME/ that works as generated: a placeholder model registered as
+    NAME, smoke and paper presets, a metric of its own, and passing tests (the conformance kit).
+
+    \b
+    NAME is what users pass to --plugin: lowercase letters, digits and hyphens.
+    Example:
+      bench new-plugin my-model --description "My model, refitted on its own samples"
+    """
+    from bench.scaffold import next_steps, scaffold
+
+    target = scaffold(name, parent, description)
+    click.echo(next_steps(target, name))
 
 
 def _check_keep_states(value: str) -> None:

@@ -171,6 +171,8 @@ class Run:
     # -- public ---------------------------------------------------------------------------------
 
     def execute(self, progress=None) -> RunOutcome:
+        # The bundle's own check first: impossible settings end before any folder is made.
+        self._warnings = list(self.bundle.check(self.spec.params) if self.bundle.check else ())
         _make_dir(self.path)
         with FolderLock(self.path / ".lock", f"run folder {self.path}"):
             return self._execute_locked(progress)
@@ -258,7 +260,7 @@ class Run:
             R.consolidate(self.path, R.read_json(self.path / R.RUN_JSON), done)
             return RunOutcome(self.path, spec, "complete", done)
         self._write_run_json("running", done)
-        for message in (self.bundle.check(spec.params) if self.bundle.check else ()):
+        for message in self._warnings:
             warnings.warn(message, stacklevel=2)
             self.log("warning: " + message)
         self.log(f"start: {spec.folder_name}, generations {done}..{spec.generations}"

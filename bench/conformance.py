@@ -1,0 +1,992 @@
+"""The conformance kit: checks that a model plugin honours the plugin contract on a small preset.
+
+Third parties run it in their own test suite, either by subclassing :class:`PluginContract` (one
+test per check) or through the ``bench_conformance`` pytest fixture (see bench/pytest_plugin.py),
+or from a script with :func:`check_plugin`. Every check runs the real harness (``bench.api.run``)
+and reads what it wrote with ``bench.results``; a whole contract costs five short runs (a run, an
+identical repeat, a run cut one generation short and then extended, and one generation with
+another seed) plus one direct call of the trainer, generator and scorer on generation 0.
+
+Contract breaches never raise: they come back as :class:`Finding` values whose messages say what
+is wrong, how to fix it, and which sentence of CONTRIBUTING.md it breaks. docs/conformance.md
+describes every check. This module imports only the standard library and NumPy at the top, because
+pytest loads the fixture module in every session where collapse-bench is installed.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+import numpy as np
+
+# The checks, in the order they run; PluginContract has one test method per check.
+CHECKS = ("bundle", "samples", "determinism", "nll-units", "metric-directions", "resume", "state")
+
+# Sentences of CONTRIBUTING.md ("Writing a plugin" and the hook reference) that the checks enforce;
+# tests/test_conformance.py keeps them word for word in sync with the file.
+CONTRACT = {
+    "samples": "Samples are `bench.Samples(kind, array)`, first axis = samples; kinds are `vectors`, "
+               "`tokens`, `images`, `categorical`.",
+    "generate": "`generate(state, n, prompts, params, rng) -> bench.Samples`: n samples from the model.",
+    "state": "Model state is a flat `dict[str, np.ndarray]`, saved with safetensors. No Python objects.",
+    "randomness": "All randomness comes from the `rng` you are given (and `load_real` from the seed): a run "
+                  "must be deterministic for a seed, and a resumed run must end as an uninterrupted one.",
+    "nats": "Log-likelihoods are in nats; `units` counts what they are over (dimensions, tokens, pixels).",
+    "names": "Names are global: prefix protocol-specific metric names with your model's name.",
+    "presets": "Every model should have `smoke` (CPU, offline, seconds to minutes) and `paper`.",
+    "direction": "`direction`: `higher`, `lower`, or `target` with `target` the value to be near.",
+}
+
+# Kinds whose samples are discrete outcomes: their log-likelihoods are log-probabilities, <= 0.
+DISCRETE_KINDS = ("tokens", "categorical")
+# Rounding allowed above 0 for the log-probability of a discrete outcome, per unit (float32 sums).
+DISCRETE_SLACK = 1e-5
+# The normalisation checks: a categorical model's probabilities are summed exactly (float64
+# rounding), a 1-D density is integrated by the trapezoid rule on a fine grid (discretisation and
+# the mass beyond the grid are far below 1%, so 2% separates "sums to 1" from "does not").
+CATEGORICAL_MASS_TOL = 1e-6
+DENSITY_MASS_TOL = 0.02
+DENSITY_GRID = 4001
+MAX_CATEGORICAL_STATES = 100_000
+# How many differences a message lists before it says "and N more".
+SHOWN = 5
+
+
+def _contract(key: str) -> str:
+    return f' The contract (CONTRIBUTING.md): "{CONTRACT[key]}"'
+
+
+@dataclass(frozen=True)
+class Finding:
+    """The outcome of one check: ``ok`` False is a contract breach; ``note`` marks advice that does
+    not fail the check (``ok`` is then True)."""
+
+    check: str
+    ok: bool
+    message: str
+    note: bool = False
+
+    def __str__(self) -> str:
+        status = "note" if self.note else ("ok" if self.ok else "FAIL")
+        return f"[{self.check}] {status}: {self.message}"
+
+
+class ConformanceNote(UserWarning):
+    """Advice from the conformance kit that does not fail a check (shown in pytest's warning summary)."""
+
+
+def format_findings(findings: Iterable[Finding]) -> str:
+    """The failed findings first, then the notes, one per paragraph."""
+    findings = list(findings)
+    failed = [f for f in findings if not f.ok]
+    notes = [f for f in findings if f.note]
+    return "\n\n".join(str(f) for f in failed + notes)
+
+
+class _Unavailable(Exception):
+    """Something a check needs could not be made (the bundle does not resolve, a run failed)."""
+
+
+def _err(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _listed(problems: list[str]) -> str:
+    shown = "; ".join(problems[:SHOWN])
+    return shown + (f"; and {len(problems) - SHOWN} more" if len(problems) > SHOWN else "")
+
+
+# --------------------------------------------------------------------------------------------------
+# Comparing arrays and runs
+# --------------------------------------------------------------------------------------------------
+
+
+def _same(a: Any, b: Any) -> bool:
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    if a.dtype.kind in "fc":
+        return bool(np.array_equal(a, b, equal_nan=True))
+    return bool(np.array_equal(a, b))
+
+
+def _difference(a: Any, b: Any) -> str:
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape:
+        return f"shapes {a.shape} and {b.shape}"
+    if a.dtype != b.dtype:
+        return f"dtypes {a.dtype} and {b.dtype}"
+    if a.dtype.kind in "fiub" and a.size:
+        with np.errstate(invalid="ignore", over="ignore"):
+            diff = np.abs(a.astype(np.float64) - b.astype(np.float64))
+        both_nan = np.isnan(a.astype(np.float64)) & np.isnan(b.astype(np.float64))
+        differ = ~both_nan & ~(diff == 0)
+        largest = np.nanmax(np.where(differ, diff, np.nan)) if differ.any() else 0.0
+        return f"{int(differ.sum())} of {a.size} values differ, by up to {largest:.3g}"
+    return "values differ"
+
+
+def _samples_dir(run: Path, k: int) -> Path:
+    from bench import results as R
+
+    return run / R.GENS_DIR / R.gen_name(k)
+
+
+def _metric_values(run: Path) -> dict[tuple[int, str], float]:
+    """(generation, metric) -> value, without the rows that measure the machine (throughput/*)."""
+    from bench import results as R
+
+    rows = R.read_metrics(run, validate=False).select(["generation", "metric", "value"]).to_pylist()
+    return {(r["generation"], r["metric"]): r["value"] for r in rows if not r["metric"].startswith("throughput/")}
+
+
+def _compare_runs(a: Path, b: Path, generations: int, states: bool = False) -> list[str]:
+    """What differs between two runs' samples, scores and metrics (and states when asked)."""
+    from bench import results as R
+
+    problems = []
+    for k in range(generations + 1):
+        sa, ca = R.read_samples(_samples_dir(a, k) / "samples.parquet")
+        sb, cb = R.read_samples(_samples_dir(b, k) / "samples.parquet")
+        if not _same(sa.data, sb.data):
+            problems.append(f"generation {k}: samples differ ({_difference(sa.data, sb.data)})")
+        for name in sorted(set(ca) | set(cb)):
+            if name not in ca or name not in cb or not _same(ca[name], cb[name]):
+                problems.append(f"generation {k}: score column {name!r} differs")
+        for name in sorted(set(sa.columns) | set(sb.columns)):
+            if list(sa.columns.get(name, [])) != list(sb.columns.get(name, [])):
+                problems.append(f"generation {k}: sample column {name!r} differs")
+        if states:
+            pa_, pb_ = _samples_dir(a, k) / "state.safetensors", _samples_dir(b, k) / "state.safetensors"
+            if pa_.exists() and pb_.exists():
+                xa, xb = R.read_state(pa_), R.read_state(pb_)
+                for key in sorted(set(xa) | set(xb)):
+                    if key not in xa or key not in xb or not _same(xa[key], xb[key]):
+                        what = _difference(xa[key], xb[key]) if key in xa and key in xb else "missing in one"
+                        problems.append(f"generation {k}: state array {key!r} differs ({what})")
+    ma, mb = _metric_values(a), _metric_values(b)
+    for key in sorted(set(ma) ^ set(mb)):
+        problems.append(f"metric {key[1]!r} at generation {key[0]} is written by only one run")
+    for key in sorted(set(ma) & set(mb)):
+        va, vb = ma[key], mb[key]
+        if not (va == vb or (va is not None and vb is not None and math.isnan(va) and math.isnan(vb))):
+            problems.append(f"metric {key[1]!r} at generation {key[0]}: {va!r} vs {vb!r}")
+    return problems
+
+
+# --------------------------------------------------------------------------------------------------
+# What samples and scores must look like
+# --------------------------------------------------------------------------------------------------
+
+
+def _layout_problems(data: np.ndarray, kind: str) -> list[str]:
+    """The array layout of a sample kind (bench/components.py): vectors (n, d) numbers, tokens
+    (n, L) integers, images (n, H, W[, ...]) numbers, categorical (n,) integers."""
+    numeric = data.dtype.kind in "fiu"
+    integer = data.dtype.kind in "iu"
+    if kind == "vectors" and not (data.ndim == 2 and numeric):
+        return [f"vectors must be a 2-D (n, d) array of numbers; got {data.dtype} {data.shape}"]
+    if kind == "tokens" and not (data.ndim == 2 and integer):
+        return [f"tokens must be a 2-D (n, L) array of integer ids; got {data.dtype} {data.shape}"]
+    if kind == "images" and not (data.ndim >= 3 and numeric):
+        return [f"images must be an (n, H, W) array of numbers; got {data.dtype} {data.shape}"]
+    if kind == "categorical" and not (data.ndim == 1 and integer):
+        return [f"categorical samples must be a 1-D (n,) array of integer states; got {data.dtype} {data.shape}"]
+    return []
+
+
+def _score_problems(scores: Any, samples: Any, kind: str, what: str) -> list[str]:
+    """Shapes, dtypes, finiteness, the sign of discrete log-probabilities and the unit counts."""
+    from bench.components import Scores
+
+    if not isinstance(scores, Scores):
+        return [f"{what}: the scorer returned {type(scores).__name__}; return bench.Scores(loglik, units)"]
+    n = len(samples)
+    loglik, units = np.asarray(scores.loglik), np.asarray(scores.units)
+    problems = []
+    if loglik.shape != (n,):
+        problems.append(f"{what}: loglik has shape {loglik.shape}; it must be ({n},), one value per sample")
+    if units.shape != (n,):
+        problems.append(f"{what}: units has shape {units.shape}; it must be ({n},), one count per sample")
+    if problems:
+        return problems
+    if loglik.dtype.kind != "f":
+        problems.append(f"{what}: loglik has dtype {loglik.dtype}; it must be floating point")
+    else:
+        if np.isnan(loglik).any():
+            problems.append(f"{what}: {int(np.isnan(loglik).sum())} of {n} log-likelihoods are NaN; "
+                            "use -inf for samples the model cannot produce, and fix the NaN")
+        if np.isposinf(loglik).any():
+            problems.append(f"{what}: {int(np.isposinf(loglik).sum())} of {n} log-likelihoods are +inf")
+    if units.dtype.kind not in "fiu":
+        problems.append(f"{what}: units has dtype {units.dtype}; it must hold numbers")
+        return problems
+    u = units.astype(np.float64)
+    if not (np.isfinite(u).all() and (u > 0).all()):
+        problems.append(f"{what}: units must be finite and > 0 (each sample counts its dimensions, tokens "
+                        f"or pixels); got values from {np.nanmin(u)!r} to {np.nanmax(u)!r}")
+        return problems
+    if kind in DISCRETE_KINDS and loglik.dtype.kind == "f":
+        finite = np.where(np.isfinite(loglik), loglik, -np.inf)
+        above = finite > DISCRETE_SLACK * np.maximum(u, 1.0)
+        if above.any():
+            problems.append(
+                f"{what}: {int(above.sum())} of {n} log-likelihoods are positive (largest {finite.max():.4g}); "
+                f"the log-probability of a discrete outcome ({kind}) is at most 0. Return log p in nats, "
+                "not -log p or a loss")
+    data = np.asarray(samples.data)
+    if kind == "vectors" and data.ndim == 2 and not (u == data.shape[1]).all():
+        problems.append(f"{what}: units must equal the dimension d = {data.shape[1]} of each vector; "
+                        f"got {_values(u)}")
+    if kind == "images" and data.ndim >= 3:
+        pixels = int(np.prod(data.shape[1:]))
+        if not (u == pixels).all():
+            problems.append(f"{what}: units must equal the pixels per image, {' x '.join(map(str, data.shape[1:]))}"
+                            f" = {pixels}; got {_values(u)}")
+    if kind == "tokens" and data.ndim == 2 and (u > data.shape[1]).any():
+        problems.append(f"{what}: units count the scored tokens, at most the sequence length {data.shape[1]}; "
+                        f"got up to {u.max():g}")
+    if kind == "categorical" and not (u == 1).all():
+        problems.append(f"{what}: a categorical sample is one outcome, so units must be 1; got {_values(u)}")
+    return problems
+
+
+def _values(u: np.ndarray) -> str:
+    distinct = np.unique(u)
+    shown = ", ".join(f"{v:g}" for v in distinct[:SHOWN])
+    return shown + (", ..." if distinct.size > SHOWN else "")
+
+
+# --------------------------------------------------------------------------------------------------
+# The shared runs
+# --------------------------------------------------------------------------------------------------
+
+
+class Conformance:
+    """The runs and direct calls the checks share, made lazily and once; ``check(name)`` runs one
+    check. :func:`check_plugin` and :class:`PluginContract` are built on it."""
+
+    def __init__(self, plugin: str, preset: str = "smoke", *, generations: int = 2, seed: int = 0,
+                 set: Mapping[str, Any] | None = None, extra_plugins: Iterable[Any] = (),
+                 workdir: str | Path | None = None) -> None:
+        from bench.errors import BenchError
+
+        if not isinstance(plugin, str) or not plugin:
+            raise BenchError(f"name the model bundle to check (what --plugin selects); got {plugin!r}")
+        if isinstance(generations, bool) or not isinstance(generations, int) or generations < 1:
+            raise BenchError(f"generations must be an integer >= 1 (the resume check stops one generation "
+                             f"early); got {generations!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise BenchError(f"seed must be a non-negative integer; got {seed!r}")
+        if set is not None and not isinstance(set, Mapping):
+            raise BenchError(f"set must be a mapping of parameter overrides, e.g. {{'n_samples': 20}}; got {set!r}")
+        self.plugin = plugin
+        self.preset = preset
+        self.generations = generations
+        self.seed = seed
+        self.overrides = dict(set or {})
+        self.extra_plugins = tuple(extra_plugins)
+        self._tmp = None
+        if workdir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="bench-conformance-")
+            self.root = Path(self._tmp.name)
+        else:
+            Path(workdir).mkdir(parents=True, exist_ok=True)
+            # A fresh folder each time: runs left by an earlier check must not stand in for new ones.
+            self.root = Path(tempfile.mkdtemp(prefix="conformance-", dir=workdir))
+        self._memo: dict[str, tuple[bool, Any]] = {}
+
+    def close(self) -> None:
+        """Remove the temporary folder (when the kit made it)."""
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    # -- running checks -----------------------------------------------------------------------------
+
+    def check(self, name: str) -> list[Finding]:
+        """The findings of one check (at least one); a prerequisite that fails is a failed finding."""
+        from bench.errors import BenchError
+
+        if name not in CHECKS:
+            raise BenchError(f"unknown conformance check {name!r}; the checks are {', '.join(CHECKS)}")
+        method = getattr(self, "check_" + name.replace("-", "_"))
+        try:
+            findings = method()
+        except _Unavailable as exc:
+            findings = [Finding(name, False, f"not checked: {exc}")]
+        except Exception as exc:  # the plugin raised where the check called it directly
+            import traceback
+
+            frame = traceback.extract_tb(exc.__traceback__)[-1]
+            findings = [Finding(name, False, f"the check stopped on an error raised at {frame.filename}:"
+                                f"{frame.lineno} ({frame.name}): {_err(exc)}")]
+        return findings
+
+    def run_all(self, checks: Iterable[str] | None = None) -> list[Finding]:
+        return [f for name in (CHECKS if checks is None else checks) for f in self.check(name)]
+
+    # -- lazily made things ---------------------------------------------------------------------------
+
+    @property
+    def bench(self):
+        def load():
+            from bench.plugins import Bench
+
+            return Bench(extra_plugins=self.extra_plugins)
+
+        return self._once("bench", load, "the plugins did not load (if your plugin is installed through its "
+                          "entry point, do not also pass it in extra_plugins)")
+
+    @property
+    def bundle(self):
+        return self._once("bundle", lambda: self.bench.models.get(self.plugin),
+                          f"no model bundle {self.plugin!r}")
+
+    @property
+    def spec(self):
+        def resolve():
+            from bench import api
+
+            return api.specs(self.plugin, self.preset, seeds=self.seed, generations=self.generations,
+                             set=self.overrides, bench=self.bench)[0]
+
+        return self._once("spec", resolve, f"the spec of {self.plugin!r} with preset {self.preset!r} does not resolve")
+
+    @property
+    def real(self):
+        def load():
+            return self.bundle.load_real(self.spec.params, self.seed)
+
+        return self._once("real", load, f"load_real of {self.plugin!r} raised")
+
+    def command(self, generations: int | None = None, seed: int | None = None) -> str:
+        """The ``bench run`` command of one of the kit's runs, to reproduce it by hand."""
+        parts = [f"bench run --plugin {self.plugin} --preset {self.preset}",
+                 f"--seeds {self.seed if seed is None else seed}",
+                 f"--generations {self.generations if generations is None else generations}"]
+        parts += [f"--set {k}={v}" for k, v in self.overrides.items()]
+        return " ".join(parts)
+
+    def _run(self, folder: str, generations: int, seed: int) -> Path:
+        from bench import api
+
+        _ = self.spec  # a spec that does not resolve is the reason, not the run
+        outcomes = api.run(self.plugin, self.preset, out=self.root / folder, bench=self.bench, seeds=seed,
+                           generations=generations, set=self.overrides, keep_states="all")
+        return outcomes[0].path
+
+    def run(self, folder: str) -> Path:
+        """The run folder of "main" or "repeat" (the same spec, in two folders)."""
+        return self._once(folder, lambda: self._run(folder, self.generations, self.seed),
+                          f"the run `{self.command()}` failed")
+
+    def _once(self, key: str, compute: Callable[[], Any], failure: str) -> Any:
+        if key not in self._memo:
+            try:
+                self._memo[key] = (True, compute())
+            except _Unavailable as exc:
+                self._memo[key] = (False, str(exc))
+            except Exception as exc:
+                # A message pointing into a temporary folder: say how to keep that folder.
+                kept = self._tmp is not None and str(self.root) in str(exc)
+                self._memo[key] = (False, f"{failure}: {_err(exc)}" + (
+                    " (the kit removes its folder afterwards; pass workdir= to keep it)" if kept else ""))
+        return self._made(key)
+
+    def _sequence(self) -> None:
+        """The resumed run and the other-seed run, in this order: the first generations of the
+        resumed run, one generation with seed + 1 (it overwrites whatever a plugin keeps in memory,
+        as a new process would), then the resumed run extended to the full count."""
+        if "sequence" in self._memo:
+            return
+        self._memo["sequence"] = (True, None)
+        g, s = self.generations, self.seed
+        try:
+            self._once("resumed-part", lambda: self._run("resumed", g - 1, s),
+                       f"the first part of the resumed run, `{self.command(g - 1)}`, failed")
+        except _Unavailable:
+            pass
+        try:
+            self._once("other-seed", lambda: self._run("other-seed", 0, s + 1),
+                       f"the run `{self.command(0, s + 1)}` failed")
+        except _Unavailable:
+            pass
+
+        def extend() -> Path:
+            self._made("resumed-part")  # the first part's failure is the reason
+            return self._run("resumed", g, s)
+
+        try:
+            self._once("resumed", extend, f"extending the run to `{self.command()}` in the same folder failed")
+        except _Unavailable:
+            pass
+
+    def _made(self, key: str) -> Any:
+        ok, value = self._memo[key]
+        if not ok:
+            raise _Unavailable(value)
+        return value
+
+    def resumed(self) -> Path:
+        self._sequence()
+        return self._made("resumed")
+
+    def other_seed(self) -> Path:
+        self._sequence()
+        return self._made("other-seed")
+
+    def components(self):
+        b, spec = self.bench, self.spec
+        return b.trainers.get(spec.trainer), b.generators.get(spec.generator), b.scorers.get(spec.scorer)
+
+    def _fit0(self):
+        """The trainer's own return value for generation 0, fitted exactly as the loop fits M_0."""
+        from bench.components import FitRequest
+        from bench.loop import INIT, TRAIN, rng
+
+        trainer = self.components()[0]
+        spec, real = self.spec, self.real
+        init = trainer.initial_state(spec.params, rng(spec.seed, 0, INIT)) if trainer.initial_state else None
+        request = FitRequest(data=real.train, validation=real.validation, start="pretrained", init=init,
+                             params=spec.params, rng=rng(spec.seed, 0, TRAIN), generation=0)
+        return trainer.fit(request)
+
+    def raw_state0(self):
+        return self._once("raw-state0", self._fit0, f"the trainer {self.spec.trainer!r} raised fitting generation 0")
+
+    def state0(self) -> dict[str, np.ndarray]:
+        """M_0's state as the loop hands it on: each value passed through np.asarray."""
+        def convert():
+            raw = self.raw_state0()
+            if not isinstance(raw, Mapping):
+                raise _Unavailable(f"the trainer returned {type(raw).__name__}, not a dict of arrays")
+            return {k: np.asarray(v) for k, v in raw.items()}
+
+        return self._once("state0", convert, "the trainer's state is not a dict of arrays")
+
+    def samples0(self, stream_seed: int | None = None):
+        """S_1 drawn directly by the generator from M_0, with the loop's random stream (or another)."""
+        from bench.loop import GENERATE, rng
+
+        _, generator, _ = self.components()
+        spec, real = self.spec, self.real
+        if stream_seed is None:
+            return self._once("samples0", lambda: generator.generate(
+                self.state0(), len(real.train), real.train, spec.params, rng(spec.seed, 0, GENERATE)),
+                f"the generator {spec.generator!r} raised on generation 0's state")
+        return generator.generate(self.state0(), len(real.train), real.train, spec.params,
+                                  np.random.default_rng([stream_seed, 0xC0FFEE]))
+
+    # -- the checks ---------------------------------------------------------------------------------
+
+    def check_bundle(self) -> list[Finding]:
+        """The bundle resolves with the preset; its components exist and accept its kind; presets."""
+        from bench.components import SAMPLE_KINDS
+        from bench.spec import DEFAULT_POLICY, PRESET_KEYS, split_policy
+
+        name = "bundle"
+        b = self.bench
+        if self.plugin not in b.models:
+            known = ", ".join(b.models.names())
+            return [Finding(name, False, f"no model bundle named {self.plugin!r} is registered (known: {known}). "
+                            "Register it with `bench.ModelBundle(name=...)` in `bench_register_models`, and "
+                            "install your package so its `collapse_bench` entry point is found, or pass the "
+                            "plugin object in extra_plugins.")]
+        bundle = b.models.get(self.plugin)
+        out: list[Finding] = []
+
+        def fail(msg: str) -> None:
+            out.append(Finding(name, False, msg))
+
+        if bundle.kind not in SAMPLE_KINDS:
+            fail(f"the bundle's kind {bundle.kind!r} is not a sample kind; use one of {', '.join(SAMPLE_KINDS)}."
+                 + _contract("samples"))
+        for role, registry, comp_name in (("trainer", b.trainers, bundle.trainer),
+                                          ("generator", b.generators, bundle.generator),
+                                          ("scorer", b.scorers, bundle.scorer)):
+            if comp_name not in registry:
+                fail(f"the bundle's {role} {comp_name!r} is not registered. Register a bench.{role.title()} "
+                     f"named {comp_name!r} in `bench_register_{role}s`, or fix the name in the ModelBundle.")
+            elif bundle.kind not in registry.get(comp_name).kinds:
+                kinds = ", ".join(registry.get(comp_name).kinds)
+                fail(f"the {role} {comp_name!r} accepts {kinds} samples, not the bundle's {bundle.kind}. "
+                     f"Add {bundle.kind!r} to its `kinds`, or pick a {role} for {bundle.kind}.")
+        for metric in bundle.metrics:
+            if metric not in b.metrics:
+                fail(f"the bundle's metric {metric!r} is not registered. Register a bench.Metric named "
+                     f"{metric!r} in `bench_register_metrics`, or remove it from the bundle's metrics.")
+            elif bundle.kind not in b.metrics.get(metric).kinds:
+                fail(f"the metric {metric!r} accepts {', '.join(b.metrics.get(metric).kinds)} samples, not the "
+                     f"bundle's {bundle.kind}; drop it from the bundle's metrics or widen its `kinds`.")
+        params = {}
+        for registry, comp_name in ((b.trainers, bundle.trainer), (b.generators, bundle.generator),
+                                    (b.scorers, bundle.scorer)):
+            if comp_name in registry:
+                params.update(registry.get(comp_name).params)
+        params.update(bundle.params)
+        for preset, values in bundle.presets.items():
+            unknown = sorted(k for k in values if k not in params and k not in PRESET_KEYS)
+            if unknown:
+                fail(f"preset {preset!r} sets {', '.join(map(repr, unknown))}, which the bundle and its components "
+                     "do not declare; add them to the bundle's `params` with a default, or fix the preset.")
+            policy = values.get("policy", DEFAULT_POLICY)
+            if isinstance(policy, str) and split_policy(policy)[0] not in b.policies:
+                fail(f"preset {preset!r} names the policy {policy!r}, which is not registered "
+                     f"(known: {', '.join(b.policies.names())}).")
+        if "smoke" not in bundle.presets:
+            fail("the bundle has no `smoke` preset: add presets={'smoke': {...}} with settings that run on a CPU, "
+                 "offline, in seconds to minutes." + _contract("presets"))
+        if bundle.default_preset not in bundle.presets:
+            fail(f"the bundle's default_preset {bundle.default_preset!r} is not one of its presets "
+                 f"({', '.join(bundle.presets) or 'none'}), so `bench run --plugin {self.plugin}` fails; "
+                 "add that preset or change default_preset.")
+        if not out:
+            try:
+                spec = self.spec
+            except _Unavailable as exc:
+                fail(f"{exc}")
+            else:
+                out.append(Finding(name, True, f"{self.plugin!r} ({bundle.kind}) resolves with preset {self.preset!r}: "
+                                   f"trainer {spec.trainer}, generator {spec.generator}, scorer {spec.scorer}, "
+                                   f"policy {spec.policy_label}, {len(spec.metrics)} metric(s)."))
+        if "paper" not in bundle.presets:
+            out.append(Finding(name, True, "the bundle has no `paper` preset: add one holding the published "
+                               "protocol's settings, so others can reproduce it." + _contract("presets"), note=True))
+        return out
+
+    def check_samples(self) -> list[Finding]:
+        """Real data of the bundle's kind; the generator makes n samples of that kind, and every
+        generation of the run holds len(real train) samples."""
+        from bench import results as R
+        from bench.components import RealData, Samples
+
+        name, kind = "samples", self.bundle.kind
+        real = self.real
+        problems = []
+        if not isinstance(real, RealData):
+            return [Finding(name, False, f"load_real returned {type(real).__name__}; return "
+                            "bench.RealData(train=bench.Samples(...), test=bench.Samples(...)).")]
+        for split in ("train", "test", "validation"):
+            part = getattr(real, split)
+            if part is None and split == "validation":
+                continue
+            if not isinstance(part, Samples):
+                problems.append(f"load_real's {split} split is {type(part).__name__}, not bench.Samples")
+            elif part.kind != kind:
+                problems.append(f"load_real's {split} split holds {part.kind} samples; the bundle makes {kind}")
+            else:
+                problems += [f"load_real's {split} split: {p}" for p in _layout_problems(np.asarray(part.data), kind)]
+        if isinstance(real.train, Samples) and len(real.train) == 0:
+            problems.append("load_real's train split is empty")
+        if problems:
+            return [Finding(name, False, _listed(problems) + "." + _contract("samples"))]
+        n = len(real.train)
+        samples = self.samples0()
+        if not isinstance(samples, Samples):
+            problems.append(f"the generator {self.spec.generator!r} returned {type(samples).__name__}; return "
+                            f"bench.Samples({kind!r}, array)")
+        else:
+            if samples.kind != kind:
+                problems.append(f"the generator returned {samples.kind} samples; the bundle makes {kind}")
+            if len(samples) != n:
+                problems.append(f"asked for n = {n} samples (the size of the real training set), the generator "
+                                f"returned {len(samples)}; return exactly n samples along the first axis")
+            data = np.asarray(samples.data)
+            problems += [f"the generator's samples: {p}" for p in _layout_problems(data, kind)]
+            want = np.asarray(real.train.data).shape[1:]
+            if samples.kind == kind and data.shape[1:] != want:
+                problems.append(f"each generated sample has shape {data.shape[1:]}, a real training sample "
+                                f"{want}; they must match, since policies mix real and synthetic samples")
+        try:
+            run = self.run("main")
+        except _Unavailable as exc:
+            problems.append(f"{exc}")
+        else:
+            for k in range(self.generations + 1):
+                written, _ = R.read_samples(_samples_dir(run, k) / "samples.parquet")
+                if len(written) != n or written.kind != kind:
+                    problems.append(f"generation {k} of the run wrote {len(written)} {written.kind} samples; "
+                                    f"expected {n} {kind} samples (len(real.train))")
+        if problems:
+            return [Finding(name, False, _listed(problems) + "." + _contract("generate") + _contract("samples"))]
+        shape = f"of shape {want}" if want else "of one value each"
+        return [Finding(name, True, f"the generator makes {n} {kind} samples {shape} when asked for {n}, "
+                                    f"and every generation 0..{self.generations} of the run holds {n}.")]
+
+    def check_determinism(self) -> list[Finding]:
+        """Same seed, two folders: identical samples, scores, states and metrics; another seed:
+        different samples; the components reproduce generation 0 when called directly."""
+        from bench import results as R
+
+        name = "determinism"
+        out: list[Finding] = []
+        fix = (" Draw every random number from the rng you are given (FitRequest.rng, generate's rng, "
+               "MetricContext.rng, PolicyContext.rng), seed other libraries from it (e.g. "
+               "torch.manual_seed(int(rng.integers(2**31)))), and keep nothing between calls in globals."
+               + _contract("randomness"))
+        main, repeat = self.run("main"), self.run("repeat")
+        problems = _compare_runs(main, repeat, self.generations, states=True)
+        if problems:
+            out.append(Finding(name, False, f"two runs of `{self.command()}` in different folders differ: "
+                               f"{_listed(problems)}." + fix))
+        saved0, _ = R.read_samples(_samples_dir(main, 0) / "samples.parquet")
+        direct = self.samples0()
+        if not _same(np.asarray(direct.data), saved0.data):
+            out.append(Finding(name, False, "calling the trainer and the generator directly with the loop's random "
+                               "streams for generation 0 does not reproduce the run's generation-0 samples "
+                               f"({_difference(direct.data, saved0.data)})." + fix))
+        state_file = _samples_dir(main, 0) / "state.safetensors"
+        if state_file.exists():
+            saved = R.read_state(state_file)
+            state0 = self.state0()
+            differ = [k for k in sorted(set(saved) | set(state0))
+                      if k not in saved or k not in state0 or not _same(saved[k], state0[k])]
+            if differ:
+                out.append(Finding(name, False, "fitting generation 0 again with the same random stream gives a "
+                                   f"different state (arrays {', '.join(map(repr, differ[:SHOWN]))})." + fix))
+        other = self.other_seed()
+        other0, _ = R.read_samples(_samples_dir(other, 0) / "samples.parquet")
+        if _same(other0.data, saved0.data):
+            out.append(Finding(name, False, f"seeds {self.seed} and {self.seed + 1} give the same generation-0 "
+                               "samples: the seed does not reach load_real or the generator. Draw the real data "
+                               "from the seed load_real is given and samples from the rng generate is given."
+                               + _contract("randomness")))
+        if not out:
+            out.append(Finding(name, True, f"two runs of seed {self.seed} are identical in samples, scores, states "
+                               f"and metrics (throughput/* rows aside); seed {self.seed + 1} differs."))
+            again = self.samples0(stream_seed=1)
+            if _same(np.asarray(again.data), np.asarray(direct.data)):
+                out.append(Finding(name, True, "the generator returned the same samples for two different rngs. "
+                                   "That is right for deterministic decoding (greedy or beam search); a random "
+                                   "generator that does this ignores its rng (a fixed seed inside?).", note=True))
+        return out
+
+    def check_nll_units(self) -> list[Finding]:
+        """Scores in nats with one value and one unit count per sample; units match the kind."""
+        name, kind = "nll-units", self.bundle.kind
+        _, _, scorer = self.components()
+        state, samples, real, params = self.state0(), self.samples0(), self.real, self.spec.params
+        problems = []
+        for what, data in (("generated samples", samples), ("real test set", real.test)):
+            scores = scorer.score(state, data, params)
+            problems += _score_problems(scores, data, kind, f"scores of the {what} under M_0")
+        fix = (" Return bench.Scores(loglik=<natural-log likelihood per sample, shape (n,)>, "
+               "units=<units per sample, shape (n,)>)." + _contract("nats"))
+        if problems:
+            return [Finding(name, False, _listed(problems) + "." + fix)]
+        mass = self._normalisation(scorer, state, samples)
+        out = []
+        if mass is None:
+            detail = ("the normalisation check needs a categorical model or 1-D vectors; "
+                      f"for {kind} only the shapes, signs and units were checked")
+        else:
+            where, nats, bits = mass
+            tol = CATEGORICAL_MASS_TOL if kind == "categorical" else DENSITY_MASS_TOL
+            if abs(nats - 1) <= tol:
+                detail = f"exp(loglik) sums to {nats:.6f} over {where}"
+            elif abs(bits - 1) <= tol:
+                return [Finding(name, False, f"the scorer returns log-likelihoods in bits: 2**loglik sums to "
+                                f"{bits:.6f} over {where}, exp(loglik) to {nats:.6f}. Multiply log2 values by "
+                                "ln 2 (or use np.log / torch.log_softmax)." + fix)]
+            elif nats > 1 + tol:
+                return [Finding(name, False, f"exp(loglik) sums to {nats:.6g} over {where}, more than 1: these are "
+                                "not normalised log-probabilities in nats (a log in another base, or a missing "
+                                "normalising constant)." + fix)]
+            else:
+                detail = (f"exp(loglik) sums to {nats:.6f} over {where}; the model may put the rest of its mass "
+                          "elsewhere, so nats versus bits was not decided")
+                out.append(Finding(name, True, detail + ".", note=True))
+        out.insert(0, Finding(name, True, f"loglik and units have one finite value per sample with the right units "
+                              f"for {kind}; {detail}."))
+        return out
+
+    def _normalisation(self, scorer, state, samples):
+        """(where, sum of exp(loglik), sum of 2**loglik) over all outcomes of a categorical model
+        seen in the data, or the trapezoid integral over a grid for 1-D vectors; None otherwise."""
+        from bench.components import Samples
+
+        kind, real, params = self.bundle.kind, self.real, self.spec.params
+        if kind == "categorical":
+            seen = np.concatenate([np.asarray(s.data).ravel() for s in (real.train, real.test, samples)])
+            k = int(seen.max()) + 1 if seen.size else 0
+            if not 0 < k <= MAX_CATEGORICAL_STATES or seen.min() < 0:
+                return None
+            states = Samples("categorical", np.arange(k, dtype=seen.dtype))
+            loglik = np.asarray(scorer.score(state, states, params).loglik, dtype=np.float64)
+            return f"the states 0..{k - 1}", float(np.exp(loglik).sum()), float(np.exp2(loglik).sum())
+        if kind == "vectors":
+            parts = [np.asarray(s.data, dtype=np.float64) for s in (real.test, samples)]
+            if any(p.ndim != 2 or p.shape[1] != 1 for p in parts):
+                return None
+            x = np.concatenate([p[:, 0] for p in parts])
+            x = x[np.isfinite(x)]
+            if not x.size:
+                return None
+            lo, hi = float(x.min()), float(x.max())
+            width = (hi - lo) or 1.0
+            grid = np.linspace(lo - width, hi + width, DENSITY_GRID)
+            dtype = np.asarray(real.test.data).dtype
+            loglik = np.asarray(scorer.score(state, Samples("vectors", grid[:, None].astype(dtype)), params).loglik,
+                                dtype=np.float64)
+            return (f"a grid on [{grid[0]:.3g}, {grid[-1]:.3g}]", float(np.trapezoid(np.exp(loglik), grid)),
+                    float(np.trapezoid(np.exp2(loglik), grid)))
+        return None
+
+    def check_metric_directions(self) -> list[Finding]:
+        """Every metric has a direction (and a target exactly for 'target'); every row carries it."""
+        from bench import results as R
+        from bench.components import DIRECTIONS
+
+        name = "metric-directions"
+        b, spec = self.bench, self.spec
+        problems, out = [], []
+        registered = {}
+        for metric_name in spec.metrics:
+            metric = b.metrics.get(metric_name)
+            registered[metric_name] = metric
+            if metric.direction not in DIRECTIONS:
+                problems.append(f"metric {metric_name!r} has direction {metric.direction!r}; use one of "
+                                f"{', '.join(DIRECTIONS)}")
+            elif (metric.direction == "target") != (metric.target is not None):
+                problems.append(f"metric {metric_name!r}: give target=<the value to be near> exactly when "
+                                f"direction='target' (direction {metric.direction!r}, target {metric.target!r})")
+            elif metric.target is not None and not math.isfinite(float(metric.target)):
+                problems.append(f"metric {metric_name!r} has target {metric.target!r}; it must be a finite number")
+        run = self.run("main")
+        table = R.read_metrics(run, validate=False)
+        problems += R.validate_metrics(table, "the run's metrics.parquet")
+        rows = table.select(["generation", "metric", "value", "direction", "target"]).to_pylist()
+        seen = {(r["generation"], r["metric"].split("/", 1)[0]) for r in rows}
+        for r in rows:
+            if r["metric"].startswith("throughput/"):
+                continue
+            base = r["metric"].split("/", 1)[0]
+            metric = registered.get(base)
+            if metric is None:
+                problems.append(f"row {r['metric']!r} belongs to no metric of the spec")
+            elif r["direction"] != metric.direction or r["target"] != metric.target:
+                problems.append(f"row {r['metric']!r} at generation {r['generation']} carries direction "
+                                f"{r['direction']!r}, target {r['target']!r}; the metric declares "
+                                f"{metric.direction!r}, {metric.target!r}")
+        for metric_name in spec.metrics:
+            missing = [k for k in range(self.generations + 1) if (k, metric_name) not in seen]
+            if missing:
+                problems.append(f"metric {metric_name!r} wrote no row at generation(s) {missing}; return a float or "
+                                "a non-empty dict of floats")
+        if problems:
+            return [Finding(name, False, _listed(problems) + "." + _contract("direction"))]
+        out.append(Finding(name, True, f"{len(spec.metrics)} metric(s) declare a direction, and all {len(rows)} "
+                           "rows of the run carry it."))
+        odd = sorted({r["metric"] for r in rows if not (isinstance(r["value"], float) and math.isfinite(r["value"]))})
+        if odd:
+            out.append(Finding(name, True, f"metric rows with non-finite values: {', '.join(odd[:SHOWN])}; fine if "
+                               "the metric is undefined there, otherwise a bug.", note=True))
+        owner = b.owner("models", self.plugin)
+        models = owner.registers.get("models", [])
+        prefixes = tuple(f"{model}{sep}" for model in models for sep in ("-", "/", "_"))
+        unprefixed = [m for m in owner.registers.get("metrics", []) if not m.startswith(prefixes)]
+        if unprefixed:
+            out.append(Finding(name, True, f"plugin {owner.name!r} registers metric(s) {', '.join(unprefixed)} "
+                               f"without a model name prefix ({' or '.join(f'{m}-...' for m in models)}). "
+                               "Fine for a generic metric any model can use; a metric of your protocol should be "
+                               "prefixed." + _contract("names"), note=True))
+        return out
+
+    def check_resume(self) -> list[Finding]:
+        """generations-1, then extended to generations in the same folder, ends as the uninterrupted run."""
+        from bench import results as R
+
+        name = "resume"
+        main, resumed = self.run("main"), self.resumed()
+        info = R.read_json(resumed / R.RUN_JSON)
+        problems = []
+        if info.get("status") != "complete" or info.get("generations_done") != self.generations + 1:
+            problems.append(f"the extended run ended {info.get('status')!r} with {info.get('generations_done')} "
+                            f"generation(s) done")
+        problems += _compare_runs(main, resumed, self.generations)
+        if problems:
+            return [Finding(name, False, f"running `{self.command(self.generations - 1)}`, then one generation of "
+                            f"another seed, then `{self.command()}` in the first folder does not end as the "
+                            f"uninterrupted run: {_listed(problems)}. A resumed run starts in a new process from "
+                            "the saved state alone: take the previous model from FitRequest.init, not from memory, "
+                            "keep no counters or caches in module globals, and draw randomness from the rng."
+                            + _contract("randomness"))]
+        return [Finding(name, True, f"stopping after generation {self.generations - 1} and extending to "
+                        f"{self.generations} gives the uninterrupted run's samples and metrics.")]
+
+    def check_state(self) -> list[Finding]:
+        """The trainer returns a flat dict of arrays; every saved state loads as one."""
+        from bench import results as R
+
+        name = "state"
+        problems, notes = [], []
+        raw = self.raw_state0()
+        if not isinstance(raw, Mapping):
+            problems.append(f"the trainer {self.spec.trainer!r} returned {type(raw).__name__}, not a dict")
+        else:
+            for key, value in raw.items():
+                if not isinstance(key, str):
+                    problems.append(f"state key {key!r} is a {type(key).__name__}; keys must be strings")
+                elif isinstance(value, Mapping):
+                    inner = next(iter(value), "name")
+                    problems.append(f"state[{key!r}] is a nested dict; flatten it into keys like '{key}.{inner}'")
+                else:
+                    try:
+                        array = np.asarray(value)
+                    except Exception as exc:
+                        problems.append(f"state[{key!r}] does not convert to an array ({_err(exc)})")
+                        continue
+                    if array.dtype.kind not in "biuf":
+                        problems.append(f"state[{key!r}] becomes a {array.dtype} array; safetensors holds only "
+                                        "numbers and booleans")
+                    elif not isinstance(value, np.ndarray):
+                        notes.append(key)
+        try:
+            self.run("main")
+        except _Unavailable:
+            if not problems:  # the trainer's own output looked right: the run's error is the news
+                raise
+        files = []
+        for folder in ("main", "repeat", "resumed", "other-seed"):
+            made, run = self._memo.get(folder, (False, None))
+            if made:
+                files += sorted((run / R.GENS_DIR).glob("*/state.safetensors"))
+        if not files and not problems:
+            problems.append("the run saved no state.safetensors")
+        for path in files:
+            try:
+                state = R.read_state(path)
+            except Exception as exc:
+                problems.append(f"{path} does not load with safetensors ({_err(exc)})")
+                continue
+            bad = [k for k, v in state.items() if not (isinstance(k, str) and isinstance(v, np.ndarray))]
+            if bad:
+                problems.append(f"{path} holds non-array entries {bad[:SHOWN]}")
+        if not problems and isinstance(raw, Mapping):
+            saved = R.read_state(_samples_dir(self.run("main"), 0) / "state.safetensors")
+            for key, value in raw.items():
+                array = np.asarray(value)
+                if key not in saved or saved[key].dtype != array.dtype or saved[key].shape != array.shape:
+                    got = f"{saved[key].dtype} {saved[key].shape}" if key in saved else "missing"
+                    problems.append(f"state[{key!r}] ({array.dtype} {array.shape}) comes back from "
+                                    f"state.safetensors as {got}")
+        if problems:
+            return [Finding(name, False, _listed(problems) + "." + _contract("state"))]
+        out = [Finding(name, True, f"the trainer returns a flat dict of {len(raw)} array(s), and all {len(files)} "
+                       "saved state.safetensors load as flat dicts of NumPy arrays.")]
+        if notes:
+            out.append(Finding(name, True, f"state values {', '.join(map(repr, notes[:SHOWN]))} are not NumPy arrays "
+                               "(the harness converts them with np.asarray); return arrays to be explicit.", note=True))
+        return out
+
+
+# --------------------------------------------------------------------------------------------------
+# The public entry points
+# --------------------------------------------------------------------------------------------------
+
+
+def check_plugin(plugin: str, preset: str = "smoke", *, generations: int = 2, seed: int = 0,
+                 set: Mapping[str, Any] | None = None, extra_plugins: Iterable[Any] = (),
+                 workdir: str | Path | None = None, checks: Iterable[str] | None = None) -> list[Finding]:
+    """Run every check (or those named in ``checks``) on model bundle ``plugin`` with ``preset``.
+
+    Returns the findings: at least one per check, ``ok`` False for each breach, ``note`` True for
+    advice. Contract breaches never raise; BenchError is raised only for bad arguments.
+    ``set`` overrides parameters (to shrink the preset further), ``extra_plugins`` are plugin
+    objects or modules registered by hand, ``workdir`` keeps the runs (a temporary folder that is
+    removed afterwards by default).
+    """
+    conformance = Conformance(plugin, preset, generations=generations, seed=seed, set=set,
+                              extra_plugins=extra_plugins, workdir=workdir)
+    try:
+        return conformance.run_all(checks)
+    finally:
+        conformance.close()
+
+
+class PluginContract:
+    """Subclass in your tests (the name must start with Test for pytest to collect it)::
+
+        class TestMyModel(PluginContract):
+            plugin = "my-model"          # the bundle name (what --plugin selects)
+            preset = "smoke"             # default
+            generations = 2              # generations run by the checks (kept small)
+            seed = 0
+            set = {}                     # parameter overrides (e.g. to shrink the smoke preset further)
+            extra_plugins = ()           # plugin objects/modules registered by hand (besides entry points)
+            workdir = None               # a folder to keep the runs in (default: a temporary one)
+
+    Each check is one test method. The runs are shared by all methods of the class (made on first
+    use, in a temporary folder removed by ``teardown_class``), so a whole contract costs five short
+    runs. Notes (advice that does not fail) are issued as :class:`ConformanceNote` warnings.
+    """
+
+    plugin: str = ""
+    preset: str = "smoke"
+    generations: int = 2
+    seed: int = 0
+    set: Mapping[str, Any] = {}
+    extra_plugins: Iterable[Any] = ()
+    workdir: str | Path | None = None  # keep the runs there (default: a temporary folder)
+
+    @classmethod
+    def conformance(cls) -> Conformance:
+        """The class's shared runs (made once per class, not shared with subclasses)."""
+        shared = cls.__dict__.get("_conformance")
+        if shared is None:
+            shared = Conformance(cls.plugin, cls.preset, generations=cls.generations, seed=cls.seed, set=cls.set,
+                                 extra_plugins=cls.extra_plugins, workdir=cls.workdir)
+            cls._conformance = shared
+        return shared
+
+    @classmethod
+    def teardown_class(cls) -> None:
+        shared = cls.__dict__.get("_conformance")
+        if shared is not None:
+            shared.close()
+            del cls._conformance
+
+    def _assert_check(self, check: str) -> list[Finding]:
+        import pytest
+
+        from bench.errors import BenchError
+
+        try:
+            findings = type(self).conformance().check(check)
+        except BenchError as exc:  # the class is set up wrongly, e.g. no plugin name
+            pytest.fail(f"{type(self).__name__}: {exc}", pytrace=False)
+        for finding in findings:
+            if finding.note:
+                warnings.warn(ConformanceNote(f"{type(self).__name__} [{check}]: {finding.message}"), stacklevel=2)
+        failed = [f for f in findings if not f.ok]
+        if failed:
+            pytest.fail(f"{type(self).__name__} ({self.plugin!r}, preset {self.preset!r}) breaks the plugin "
+                        "contract:\n" + "\n".join(str(f) for f in failed), pytrace=False)
+        return findings
+
+    def test_bundle_is_complete(self):
+        self._assert_check("bundle")
+
+    def test_sample_counts_and_kinds(self):
+        self._assert_check("samples")
+
+    def test_deterministic_for_a_seed(self):
+        self._assert_check("determinism")
+
+    def test_scores_are_nats_per_unit(self):
+        self._assert_check("nll-units")
+
+    def test_metric_directions_declared(self):
+        self._assert_check("metric-directions")
+
+    def test_resume_after_a_generation(self):
+        self._assert_check("resume")
+
+    def test_state_is_flat_arrays(self):
+        self._assert_check("state")

@@ -1,0 +1,367 @@
+"""The conformance kit passes conforming plugins and catches each breach of the plugin contract
+with a message that says what is wrong."""
+
+import math
+import re
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import bench
+from bench.conformance import CHECKS, CONTRACT, ConformanceNote, PluginContract, check_plugin
+from bench.errors import BenchError
+from tests import toy_plugins
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def failed(findings):
+    return {f.check for f in findings if not f.ok}
+
+
+def message(findings, check):
+    return " ".join(f.message for f in findings if f.check == check and not f.ok)
+
+
+# --------------------------------------------------------------------------------------------------
+# Hand-built plugins: the toy of tests/toy_plugins.py with one component swapped for a broken one
+# --------------------------------------------------------------------------------------------------
+
+
+def _load_categorical(params, seed):
+    rng = np.random.default_rng([seed, 11])
+    probs = np.array([0.4, 0.3, 0.2, 0.1])
+    return bench.RealData(train=bench.Samples("categorical", rng.choice(4, size=params["n"], p=probs)),
+                          test=bench.Samples("categorical", rng.choice(4, size=200, p=probs)))
+
+
+def _fit_categorical(req):
+    counts = np.bincount(req.data.data, minlength=req.params["n_states"]).astype(np.float64)
+    return {"probs": counts / counts.sum()}
+
+
+def _generate_categorical(state, n, prompts, params, rng):
+    return bench.Samples("categorical", rng.choice(len(state["probs"]), size=n, p=state["probs"]))
+
+
+def _score_categorical(state, samples, params):
+    with np.errstate(divide="ignore"):
+        return bench.Scores(np.log(state["probs"])[samples.data], np.ones(len(samples)))
+
+
+def _support(ctx):
+    return float(np.count_nonzero(ctx.state["probs"]))
+
+
+class Variant:
+    """A one-model plugin 'toy' (1-D vectors) or 'toy-cat' (4 states) with replaceable parts."""
+
+    __name__ = "toy-variant"
+
+    def __init__(self, kind="vectors", fit=None, generate=None, score=None, metric=None, **bundle):
+        if kind == "vectors":
+            parts = dict(name="toy", load_real=toy_plugins._load_real, params={"n": 40, "fail_at": -1},
+                         metrics=("toy-train-size",))
+            self.parts = (fit or toy_plugins._fit, generate or toy_plugins._generate, score or toy_plugins._score)
+            self.metric = metric or bench.Metric("toy-train-size", toy_plugins._train_size, direction="higher")
+        else:
+            parts = dict(name="toy-cat", load_real=_load_categorical, params={"n": 40, "n_states": 4},
+                         metrics=("toy-cat-support",))
+            self.parts = (fit or _fit_categorical, generate or _generate_categorical, score or _score_categorical)
+            self.metric = metric or bench.Metric("toy-cat-support", _support, direction="higher")
+        parts.update(presets={"smoke": {"generations": 3}, "paper": {"n": 400}}, trainer="v-fit",
+                     generator="v-sample", scorer="v-loglik")
+        parts.update(bundle)
+        self.bundle = bench.ModelBundle(kind=kind, **parts)
+
+    @bench.hookimpl
+    def bench_register_models(self, register):
+        register(self.bundle)
+
+    @bench.hookimpl
+    def bench_register_trainers(self, register):
+        register(bench.Trainer("v-fit", self.parts[0]))
+
+    @bench.hookimpl
+    def bench_register_generators(self, register):
+        register(bench.Generator("v-sample", self.parts[1]))
+
+    @bench.hookimpl
+    def bench_register_scorers(self, register):
+        register(bench.Scorer("v-loglik", self.parts[2]))
+
+    @bench.hookimpl
+    def bench_register_metrics(self, register):
+        register(self.metric)
+
+
+def check(variant, **kw):
+    return check_plugin(variant.bundle.name, extra_plugins=[variant], **kw)
+
+
+class LaxMetric(bench.Metric):
+    """A Metric whose constructor checks are skipped, so that a bad direction reaches the run."""
+
+    def __post_init__(self):
+        pass
+
+
+# --------------------------------------------------------------------------------------------------
+# Conforming plugins pass
+# --------------------------------------------------------------------------------------------------
+
+
+def test_the_messages_quote_contributing_word_for_word():
+    docs = " ".join((ROOT / "CONTRIBUTING.md").read_text().split())
+    for key, sentence in CONTRACT.items():
+        assert " ".join(sentence.split()) in docs, f"CONTRACT[{key!r}] is no longer in CONTRIBUTING.md"
+
+
+def test_a_conforming_toy_passes_every_check_through_the_fixture(bench_conformance, request):
+    findings = bench_conformance("toy", extra_plugins=[toy_plugins.Toy()])
+    assert [f.check for f in findings] == list(CHECKS)
+    assert all(f.ok and not f.note for f in findings)
+    # The toy's scorer is a 1-D Gaussian log-density in nats: the kit integrates exp(loglik) to 1.
+    nll = next(f.message for f in findings if f.check == "nll-units")
+    assert re.search(r"exp\(loglik\) sums to (0\.99|1\.00)", nll), nll
+    assert request.node.get_closest_marker("bench_conformance") is not None
+
+
+def test_the_contributing_example_plugin_conforms():
+    docs = (ROOT / "CONTRIBUTING.md").read_text()
+    code = docs.split("# my_package/my_plugin.py\n", 1)[1].split("```", 1)[0]
+    module = types.ModuleType("my_plugin")
+    exec(compile(code, "CONTRIBUTING.md", "exec"), module.__dict__)
+    findings = check_plugin("my-model", extra_plugins=[module], set={"n": 50})
+    assert failed(findings) == set(), [str(f) for f in findings if not f.ok]
+
+
+class TestGaussianContract(PluginContract):
+    """The first-party gaussian bundle honours the contract on its smoke preset (shrunk further)."""
+
+    plugin = "gaussian"
+    set = {"n_samples": 10, "n_test": 200}
+
+
+# --------------------------------------------------------------------------------------------------
+# Each breach fails its check
+# --------------------------------------------------------------------------------------------------
+
+
+def test_a_generator_returning_the_wrong_number_of_samples_fails_the_sample_check():
+    def generate(state, n, prompts, params, rng):
+        return toy_plugins._generate(state, n - 1, prompts, params, rng)
+
+    findings = check(Variant(generate=generate))
+    assert failed(findings) == {"samples"}
+    text = message(findings, "samples")
+    assert "asked for n = 40" in text and "returned 39" in text
+    assert "generation 0 of the run wrote 39 vectors samples; expected 40" in text
+    assert CONTRACT["generate"] in text
+
+
+def test_randomness_outside_the_given_rng_fails_the_determinism_check():
+    def generate(state, n, prompts, params, rng):
+        return bench.Samples("vectors", state["mean"] + state["std"] * np.random.normal(size=(n, 1)))
+
+    findings = check(Variant(generate=generate))
+    # The resumed run differs from the uninterrupted one for the same reason.
+    assert failed(findings) == {"determinism", "resume"}
+    text = message(findings, "determinism")
+    assert "in different folders differ: generation 0: samples differ" in text
+    assert "does not reproduce the run's generation-0 samples" in text
+    assert "Draw every random number from the rng you are given" in text
+
+
+def test_a_generator_with_a_fixed_seed_gets_a_note():
+    def generate(state, n, prompts, params, rng):
+        return toy_plugins._generate(state, n, prompts, params, np.random.default_rng(0))
+
+    findings = check(Variant(generate=generate), checks=["determinism"])
+    assert failed(findings) == set()
+    notes = [f.message for f in findings if f.note]
+    assert len(notes) == 1 and "same samples for two different rngs" in notes[0]
+
+
+def _bits(state, samples, params):
+    scores = toy_plugins._score(state, samples, params)
+    return bench.Scores(scores.loglik / math.log(2), scores.units)
+
+
+def _categorical_bits(state, samples, params):
+    scores = _score_categorical(state, samples, params)
+    return bench.Scores(scores.loglik / math.log(2), scores.units)
+
+
+def _categorical_nll(state, samples, params):
+    scores = _score_categorical(state, samples, params)
+    return bench.Scores(-scores.loglik, scores.units)
+
+
+def _two_units(state, samples, params):
+    return bench.Scores(toy_plugins._score(state, samples, params).loglik, np.full(len(samples), 2.0))
+
+
+@pytest.mark.parametrize("kind, score, expected", [
+    ("vectors", _bits, "the scorer returns log-likelihoods in bits: 2**loglik sums to 1.00"),
+    ("categorical", _categorical_bits, "the scorer returns log-likelihoods in bits: 2**loglik sums to 1.000000 "
+                                       "over the states 0..3"),
+    ("categorical", _categorical_nll, "log-likelihoods are positive"),
+    ("vectors", _two_units, "units must equal the dimension d = 1 of each vector; got 2"),
+])
+def test_a_scorer_not_in_nats_per_unit_fails_the_nll_check(kind, score, expected):
+    findings = check(Variant(kind=kind, score=score))
+    assert failed(findings) == {"nll-units"}
+    text = message(findings, "nll-units")
+    assert expected in text
+    assert CONTRACT["nats"] in text
+
+
+def test_the_categorical_toy_passes_with_its_probabilities_summing_to_one():
+    findings = check(Variant(kind="categorical"), checks=["nll-units"])
+    assert failed(findings) == set()
+    assert "exp(loglik) sums to 1.000000 over the states 0..3" in findings[0].message
+
+
+@pytest.mark.parametrize("direction, target, expected", [
+    ("up", None, "metric 'toy-train-size' has direction 'up'; use one of higher, lower, target"),
+    ("target", None, "give target=<the value to be near> exactly when direction='target'"),
+])
+def test_a_metric_without_a_valid_direction_fails_the_metric_check(direction, target, expected):
+    metric = LaxMetric("toy-train-size", toy_plugins._train_size, direction=direction, target=target)
+    findings = check(Variant(metric=metric))
+    assert failed(findings) == {"metric-directions"}
+    text = message(findings, "metric-directions")
+    assert expected in text
+    assert CONTRACT["direction"] in text
+
+
+def test_a_metric_name_without_the_model_prefix_gets_a_note():
+    metric = bench.Metric("train-size", toy_plugins._train_size, direction="higher")
+    findings = check(Variant(metric=metric, metrics=("train-size",)), checks=["metric-directions"])
+    assert failed(findings) == set()
+    notes = [f.message for f in findings if f.note]
+    assert len(notes) == 1 and "registers metric(s) train-size without a model name prefix (toy-...)" in notes[0]
+
+
+_FITS = 0
+
+
+def _fit_counting(req):
+    """Remembers how many generations it fitted in a module global: right within one process, wrong
+    after a resume, when a new process starts counting again."""
+    global _FITS
+    _FITS = 1 if req.generation == 0 else _FITS + 1
+    state = toy_plugins._fit(req)
+    state["mean"] = state["mean"] + 0.01 * _FITS
+    return state
+
+
+def test_a_trainer_that_keeps_a_counter_in_memory_fails_the_resume_check():
+    findings = check(Variant(fit=_fit_counting))
+    assert failed(findings) == {"resume"}
+    text = message(findings, "resume")
+    assert "generation 2: samples differ" in text
+    assert "keep no counters or caches in module globals" in text
+    assert CONTRACT["randomness"] in text
+
+
+def test_a_nested_state_fails_the_state_check():
+    def fit(req):
+        state = toy_plugins._fit(req)
+        return {"gaussian": {"mean": state["mean"], "std": state["std"]}, "n": state["n"]}
+
+    findings = check(Variant(fit=fit))
+    assert "state" in failed(findings)
+    text = message(findings, "state")
+    assert "state['gaussian'] is a nested dict; flatten it into keys like 'gaussian.mean'" in text
+    assert CONTRACT["state"] in text
+
+
+def test_a_bundle_with_missing_parts_fails_the_fixture_listing_every_check(bench_conformance):
+    variant = Variant(scorer="no-such-scorer", presets={"tiny": {}}, default_preset="tiny")
+    with pytest.warns(ConformanceNote, match="no `paper` preset"), pytest.raises(pytest.fail.Exception) as failure:
+        bench_conformance("toy", extra_plugins=[variant])
+    text = str(failure.value)
+    assert f"breaks the plugin contract in {len(CHECKS)} check(s)" in text
+    assert "the bundle's scorer 'no-such-scorer' is not registered" in text
+    assert "the bundle has no `smoke` preset" in text
+    assert "[resume] FAIL: not checked: the spec of 'toy' with preset 'smoke' does not resolve" in text
+
+
+# --------------------------------------------------------------------------------------------------
+# The class-based contract
+# --------------------------------------------------------------------------------------------------
+
+
+def test_the_contract_class_shares_five_runs_and_fails_the_right_method():
+    def generate(state, n, prompts, params, rng):
+        return toy_plugins._generate(state, n // 2, prompts, params, rng)
+
+    class HalfSamples(PluginContract):
+        plugin = "toy"
+        extra_plugins = (Variant(generate=generate, presets={"smoke": {}}),)
+
+    methods = [name for name in dir(PluginContract) if name.startswith("test_")]
+    assert len(methods) == len(CHECKS)
+    try:
+        for name in methods:
+            if name in ("test_sample_counts_and_kinds", "test_bundle_is_complete"):
+                continue
+            getattr(HalfSamples(), name)()  # passes
+        with pytest.raises(pytest.fail.Exception, match=r"asked for n = 40 samples .* returned 20"):
+            HalfSamples().test_sample_counts_and_kinds()
+        with pytest.warns(ConformanceNote, match="no `paper` preset"):
+            HalfSamples().test_bundle_is_complete()
+        root = HalfSamples.conformance().root
+        assert HalfSamples.conformance() is HalfSamples.conformance()
+        # One run, its repeat, a resumed run (two calls in one folder) and one generation of seed 1.
+        assert sorted(p.name for p in root.iterdir()) == ["main", "other-seed", "repeat", "resumed"]
+        assert "_conformance" not in PluginContract.__dict__  # the cache belongs to the subclass
+    finally:
+        HalfSamples.teardown_class()
+    assert not root.exists()
+
+
+def test_bad_arguments_are_reported_not_run():
+    with pytest.raises(BenchError, match="generations must be an integer >= 1"):
+        check_plugin("toy", generations=0)
+
+    class Unnamed(PluginContract):
+        pass
+
+    with pytest.raises(pytest.fail.Exception, match="name the model bundle to check"):
+        Unnamed().test_bundle_is_complete()
+
+
+# --------------------------------------------------------------------------------------------------
+# docs/conformance.md stays true to the kit
+# --------------------------------------------------------------------------------------------------
+
+
+def test_the_docs_list_every_check_and_test_method():
+    docs = (ROOT / "docs" / "conformance.md").read_text()
+    rows = dict(re.findall(r"^\| `(test_\w+)` \| `([\w-]+)` \|$", docs, flags=re.M))
+    assert set(rows) == {name for name in dir(PluginContract) if name.startswith("test_")}
+    assert sorted(rows.values()) == sorted(CHECKS)
+    for name, check_name in rows.items():
+        assert f"### `{check_name}`" in docs
+        source = getattr(PluginContract, name).__code__.co_consts
+        assert check_name in source, f"{name} runs another check than the docs say"
+
+
+def test_the_docs_shrinking_examples_resolve():
+    docs = (ROOT / "docs" / "conformance.md").read_text()
+    code = docs.split("## Shrinking the smoke preset", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    namespace = {"PluginContract": PluginContract}
+    exec(compile(code, "docs/conformance.md", "exec"), namespace)
+    classes = [v for k, v in namespace.items() if k.startswith("Test")]
+    assert {c.plugin for c in classes} == {"opt125m", "vae"}
+    for cls in classes:
+        try:
+            spec = cls.conformance().spec
+            assert spec.preset == "smoke" and all(spec.params[k] == v for k, v in cls.set.items())
+        finally:
+            cls.teardown_class()
