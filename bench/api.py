@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from bench import results as R
-from bench.loop import Run, RunOutcome
+from bench.loop import Run, RunOutcome, batchable, run_group
 from bench.plugins import Bench
-from bench.progress import Progress
+from bench.progress import GroupProgress, Progress
 from bench.spec import Spec, load_config, parse_assignments, parse_seeds, resolve
 
 DEFAULT_OUT = "results"
@@ -72,10 +72,28 @@ def run(
     Options are those of :func:`specs`. Runs already complete return at once.
     """
     b = bench or Bench()
+    return execute(b, specs(plugin, preset, bench=b, **options), Path(out or DEFAULT_OUT),
+                   keep_states=keep_states, progress=progress)
+
+
+def execute(b: Bench, run_specs: Iterable[Spec], out: Path, keep_states: str = "first-last",
+            progress: bool = False) -> list[RunOutcome]:
+    """Run resolved specs: chains of a batch-capable trainer (``fit_batch``) together in lockstep,
+    the others one after another. The first failure is raised once its group has stopped."""
+    run_specs = list(run_specs)
     outcomes = []
-    for spec in specs(plugin, preset, bench=b, **options):
-        p = Progress(spec.folder_name) if progress else None
-        outcomes.append(Run(b, spec, Path(out or DEFAULT_OUT), keep_states=keep_states).execute(p))
+    groups: dict[str, list[Spec]] = {}
+    for spec in run_specs:
+        key = spec.trainer if len(run_specs) > 1 and batchable(b, spec) else f"#{len(groups)}"
+        groups.setdefault(key, []).append(spec)
+    for group in groups.values():
+        if len(group) > 1:
+            shared = GroupProgress(f"{group[0].plugin} x{len(group)}", group, out) if progress else None
+            outcomes += run_group(b, group, out, keep_states=keep_states,
+                                  progress=shared.member if shared else None)
+        else:
+            p = Progress(group[0].folder_name) if progress else None
+            outcomes.append(Run(b, group[0], out, keep_states=keep_states).execute(p))
     return outcomes
 
 

@@ -55,9 +55,7 @@ def run(plugin, preset, generations, seeds, policy, start, sets, model, dataset,
       bench run --plugin gaussian --set n_samples=50 --generations 200
     """
     from bench import api
-    from bench.loop import Run
     from bench.plugins import Bench
-    from bench.progress import Progress
     from bench.spec import load_config
 
     _check_keep_states(keep_states)
@@ -87,8 +85,7 @@ def run(plugin, preset, generations, seeds, policy, start, sets, model, dataset,
         previous_tb = os.environ.get(ENV_TENSORBOARD)
         os.environ[ENV_TENSORBOARD] = str(Path(tensorboard).absolute())
     try:
-        for spec in specs:
-            Run(b, spec, out_dir, keep_states=keep_states).execute(Progress(spec.folder_name))
+        api.execute(b, specs, out_dir, keep_states=keep_states, progress=True)
     finally:
         if tensorboard:  # only for this command: the API and later commands in-process stay unlogged
             if previous_tb is None:

@@ -152,6 +152,10 @@ class Trainer:
 
     ``initial_state(params, rng)`` gives the 'pretrained' start where the model has one; a trainer
     without it treats 'pretrained' as 'from scratch'.
+
+    ``fit_batch(requests) -> [state, ...]`` fits several chains at once (runs that differ only in
+    seed, driven in lockstep by :func:`bench.loop.run_group`). Each state must equal what ``fit``
+    returns for that request alone, bit for bit, whatever else is in the batch.
     """
 
     name: str
@@ -160,6 +164,7 @@ class Trainer:
     initial_state: Callable[[Params, np.random.Generator], State] | None = None
     kinds: tuple[str, ...] = SAMPLE_KINDS
     version: str = "1"
+    fit_batch: Callable[[Sequence[FitRequest]], list[State]] | None = None
 
 
 @dataclass(frozen=True)

@@ -17,12 +17,13 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import traceback
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -164,6 +165,7 @@ class Run:
         self.policy = b.policies.get(spec.policy)
         self.metrics = [b.metrics.get(m) for m in spec.metrics]
         self.info = RunInfo(self.path, spec, spec.run_id)
+        self.fit = self.trainer.fit  # run_group points this at the group's batched fit
         self._history: dict[int, Samples] = {}
         self._rows: dict[int, list[dict[str, Any]]] = {}  # metric rows written by this process
         self._pretrained = None
@@ -363,7 +365,7 @@ class Run:
         start = "pretrained" if k == 0 else self.spec.start
         request = FitRequest(data=data, validation=self.real.validation, start=start, init=init,
                              params=self.spec.params, rng=rng(self.spec.seed, k, TRAIN), generation=k)
-        state = self._call("trainer", self.trainer.name, self.trainer.fit, request)
+        state = self._call("trainer", self.trainer.name, self.fit, request)
         return {key: np.asarray(v) for key, v in state.items()}
 
     def _generation_zero(self) -> None:
@@ -441,7 +443,8 @@ class Run:
             rows.append({**harness, "metric": "throughput/fit-samples-per-s",
                          "value": len(data) / max(times["fit_s"], 1e-9)})
 
-        tmp = parent / f".{R.gen_name(k)}.{os.getpid()}.tmp"
+        # unique per process and thread: chains of a group build their generation 0 side by side
+        tmp = parent / f".{R.gen_name(k)}.{os.getpid()}-{threading.get_ident()}.tmp"
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
@@ -521,3 +524,122 @@ def _os_message(exc: OSError, path: Path) -> str:
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"cannot write to {where}: {exc.strerror}. Choose another folder with --out."
     return f"cannot write {where}: {exc.strerror or exc}"
+
+
+# -- chains in lockstep ---------------------------------------------------------------------------
+
+
+def batchable(b: Bench, spec: Spec) -> bool:
+    """Whether the spec's trainer can fit several chains at once (it has ``fit_batch``)."""
+    return b.trainers.get(spec.trainer).fit_batch is not None
+
+
+class _Rendezvous:
+    """Collects the fit requests of a group's chains and fits them with one ``fit_batch`` call.
+
+    A chain that asks for a fit waits until every chain still running has asked too (whatever its
+    generation), then one of them calls ``fit_batch`` for all. A chain that stops (finished,
+    failed) leaves the group so that the others never wait for it.
+    """
+
+    def __init__(self, trainer, members: int) -> None:
+        self.trainer = trainer
+        self.active = members
+        self.pending: list[tuple[FitRequest, dict]] = []
+        self.cond = threading.Condition()
+        self.cancelled = False
+        self.batches: list[int] = []  # sizes of the fit_batch calls made (for tests and logs)
+
+    def fit(self, request: FitRequest):
+        slot: dict[str, Any] = {}
+        with self.cond:
+            self.pending.append((request, slot))
+            if len(self.pending) >= self.active:
+                self._flush()
+            while "done" not in slot:
+                if self.cancelled:
+                    raise KeyboardInterrupt
+                self.cond.wait(timeout=0.5)
+        if "error" in slot:
+            raise slot["error"]
+        return slot["state"]
+
+    def leave(self) -> None:
+        with self.cond:
+            self.active -= 1
+            if self.pending and len(self.pending) >= self.active:
+                self._flush()
+
+    def cancel(self) -> None:
+        with self.cond:
+            self.cancelled = True
+            self.cond.notify_all()
+
+    def _flush(self) -> None:  # called with the lock held, by the last chain to arrive
+        batch, self.pending = self.pending, []
+        self.batches.append(len(batch))
+        try:
+            states = self.trainer.fit_batch([request for request, _ in batch])
+            if len(states) != len(batch):
+                raise RuntimeError(f"fit_batch returned {len(states)} states for {len(batch)} requests")
+            for (_, slot), state in zip(batch, states):
+                slot["state"] = state
+        except Exception as exc:  # each chain reports it as its trainer's failure
+            for _, slot in batch:
+                slot["error"] = exc
+        for _, slot in batch:
+            slot["done"] = True
+        self.cond.notify_all()
+
+
+def run_group(b: Bench, specs: Sequence[Spec], out: Path, keep_states: str = "first-last",
+              progress: Callable[[Spec], Any] | None = None, raise_errors: bool = True) -> list[RunOutcome]:
+    """Run several chains of one batch-capable trainer in lockstep, one thread per chain.
+
+    Every generation's fits go to the trainer's ``fit_batch`` together; everything else (policy,
+    generation, metrics, files) is each chain's own, exactly as in a lone run, so results equal
+    those of the chains run one by one (the trainer guarantees its part). ``progress(spec)`` makes
+    each chain's progress display. With ``raise_errors`` the first failure is raised once every
+    chain has stopped; otherwise failures come back as outcomes with status ``failed``.
+    """
+    specs = list(specs)
+    if not specs:
+        return []
+    trainers = {spec.trainer for spec in specs}
+    if len(trainers) != 1 or not batchable(b, specs[0]):
+        raise BenchError(f"run_group needs specs of one batch-capable trainer, got {sorted(trainers)}")
+    rendezvous = _Rendezvous(b.trainers.get(specs[0].trainer), len(specs))
+    outcomes: list[RunOutcome | None] = [None] * len(specs)
+    errors: list[BaseException | None] = [None] * len(specs)
+
+    def chain(i: int, spec: Spec) -> None:
+        run = Run(b, spec, Path(out), keep_states=keep_states)
+        run.fit = rendezvous.fit
+        try:
+            outcomes[i] = run.execute(progress(spec) if progress else None)
+        except BaseException as exc:  # noqa: BLE001 - reported by the caller
+            errors[i] = exc
+            done = R.finished_generations(run.path) if run.path.is_dir() else 0
+            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            outcomes[i] = RunOutcome(run.path, spec, status, done, str(exc) or type(exc).__name__)
+        finally:
+            rendezvous.leave()
+
+    threads = [threading.Thread(target=chain, args=(i, spec), name=f"chain-{spec.seed}", daemon=True)
+               for i, spec in enumerate(specs)]
+    for t in threads:
+        t.start()
+    try:
+        for t in threads:
+            while t.is_alive():
+                t.join(timeout=0.5)
+    except KeyboardInterrupt:
+        rendezvous.cancel()  # chains stop at their next fit; finished generations stay
+        for t in threads:
+            t.join(timeout=30)
+        raise
+    if raise_errors:
+        for exc in errors:
+            if exc is not None:
+                raise exc
+    return [o for o in outcomes if o is not None]

@@ -59,3 +59,53 @@ class Progress:
 
     def _line(self, text: str) -> None:
         print(f"{self.label}: {text}", file=self.stream, flush=True)
+
+
+class GroupProgress:
+    """One display for chains run together: generations done over all of them.
+
+    ``member(spec)`` gives each chain an object with the Progress interface (start, update,
+    close) that adds its share to the shared count; chains call it from their own threads.
+    """
+
+    def __init__(self, label: str, specs, out) -> None:
+        import threading
+        from pathlib import Path
+
+        from bench import results as R
+
+        self.lock = threading.Lock()
+        self.progress = Progress(label)
+        self.done = {s.run_id: R.finished_generations(Path(out) / s.folder_name)
+                     if (Path(out) / s.folder_name).is_dir() else 0 for s in specs}
+        self.total = sum(s.generations + 1 for s in specs)
+        self.open = len(specs)
+        self.progress.start(self.total, min(sum(self.done.values()), self.total))
+
+    def member(self, spec) -> "_Member":
+        return _Member(self, spec.run_id)
+
+    def _update(self, key: str, done: int) -> None:
+        with self.lock:
+            self.done[key] = done
+            self.progress.update(min(sum(self.done.values()), self.total))
+
+    def _close(self) -> None:
+        with self.lock:
+            self.open -= 1
+            if self.open == 0:
+                self.progress.close()
+
+
+class _Member:
+    def __init__(self, group: GroupProgress, key: str) -> None:
+        self.group, self.key = group, key
+
+    def start(self, total: int, done: int) -> None:
+        self.group._update(self.key, done)
+
+    def update(self, done: int) -> None:
+        self.group._update(self.key, done)
+
+    def close(self) -> None:
+        self.group._close()

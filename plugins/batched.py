@@ -1,0 +1,1 @@
+"""Batched fits (being written)."""
