@@ -15,12 +15,14 @@ from bench.components import (
     Trainer,
 )
 from bench.errors import BenchError
+from bench.executors import Executor
 from bench.hookspecs import hookimpl
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BenchError",
+    "Executor",
     "FitRequest",
     "Generator",
     "Metric",

@@ -100,6 +100,65 @@ def run(plugin, preset, generations, seeds, policy, start, sets, model, dataset,
 
 
 @cli.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--executor", "-e", help="Executor: local (default), dask, slurm; `bench plugins` lists them.")
+@click.option("--workers", "-w", type=int, help="Runs at once (local: processes, default the CPU count; 1 runs "
+              "in-process. dask: LocalCluster workers. slurm: the array's concurrency cap).")
+@click.option("--threads-per-worker", type=int, help="Thread limit of each worker (default 1).")
+@click.option("--scheduler", metavar="ADDRESS", help="dask: a running scheduler (default: a LocalCluster on 127.0.0.1).")
+@click.option("--slurm-partition", help="slurm: the partition.")
+@click.option("--slurm-time", help="slurm: time limit per job: minutes, H:MM:SS or D-HH:MM:SS (default 240 minutes).")
+@click.option("--slurm-array-parallelism", type=int, help="slurm: array tasks running at once.")
+@click.option("--slurm-folder", help="slurm: folder for submitit's job files and logs (default OUT/.submitit).")
+@click.option("--out", "-o", default=None, help="Folder for the run folders (default: the file's out, else results/).")
+@click.option("--keep-states", default=None, help="Model states to keep: first-last (default), all, or every:N.")
+@click.option("--summary", "summary_file", type=click.Path(dir_okay=False),
+              help="Write the JSON summary here (default OUT/.sweeps/<time>-<file>-<pid>.json).")
+@click.option("--no-batch", is_flag=True, help="Never run seeds of one setting in lockstep; one run per task.")
+@click.option("--dry-run", is_flag=True, help="List the runs and which are finished; run nothing.")
+def sweep(file, executor, workers, threads_per_worker, scheduler, slurm_partition, slurm_time,
+          slurm_array_parallelism, slurm_folder, out, keep_states, summary_file, no_batch, dry_run):
+    """Run a grid of runs from a YAML or TOML FILE; finished runs are skipped, so the same command
+    finishes what a crash left. Exits 1 if any run failed (the summary says which and why).
+
+    \b
+    Example file:
+      plugin: gmm
+      generations: 15
+      grid:
+        policy: [replace, "mix:0.1"]
+        seed: [0, 1]
+    See docs/sweeps.md for every key, the executors and their options.
+    """
+    from bench import sweep as S
+    from bench.plugins import Bench
+
+    b = Bench()
+    flags = {"scheduler": scheduler, "partition": slurm_partition, "time": slurm_time,
+             "array_parallelism": slurm_array_parallelism, "folder": slurm_folder}
+    owner = {"scheduler": "dask", "partition": "slurm", "time": "slurm", "array_parallelism": "slurm",
+             "folder": "slurm"}
+    chosen = executor or S.read_file(file).get("executor") or S.DEFAULT_EXECUTOR
+    for key, value in flags.items():
+        if value is not None and owner[key] != chosen:
+            option = "--scheduler" if key == "scheduler" else f"--slurm-{key.replace('_', '-')}"
+            raise BenchError(f"{option} is an option of --executor {owner[key]}, but this sweep uses {chosen!r}")
+    sw = S.load(b, file, out=out, executor=executor, workers=workers, threads_per_worker=threads_per_worker,
+                keep_states=keep_states, batch=False if no_batch else None, summary=summary_file,
+                executor_flags={k: v for k, v in flags.items() if v is not None})
+    _check_keep_states(sw.keep_states)
+    if dry_run:
+        for line in S.dry_run_lines(b, sw):
+            click.echo(line)
+        return
+    result = S.run_sweep(b, sw, log=lambda message: click.echo(message, err=True))
+    for line in result.lines():
+        click.echo(line)
+    if result.failed:
+        sys.exit(1)
+
+
+@cli.command()
 @click.argument("run_folder", type=click.Path(file_okay=False))
 @click.option("--prompt", "-n", "index", type=int, default=0, show_default=True,
               help="Which sample (for text: which prompt) to follow across generations.")

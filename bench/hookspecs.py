@@ -80,6 +80,16 @@ def bench_register_policies(register: Callable[[Any], None]) -> None:
     """
 
 
+@hookspec
+def bench_register_executors(register: Callable[[Any], None]) -> None:
+    """Register executors (what ``bench sweep --executor NAME`` selects).
+
+    :param register: call ``register(bench.Executor(...))`` once per executor.
+    A sweep calls the executor's ``run(tasks, settings)`` with every run it did not skip and prints
+    the :class:`bench.executors.TaskResult` objects it yields as they arrive.
+    """
+
+
 # --------------------------------------------------------------------------------------------------
 # Events: called while runs progress. Loggers hang here; their return values are ignored.
 # --------------------------------------------------------------------------------------------------

@@ -87,8 +87,8 @@ class FolderLock:
             holder = self.fh.read().strip() or "another process"
             self.fh.close()
             raise RunLocked(
-                f"{self.what} is in use by {holder}. Wait for it to finish or stop it; "
-                "running the same command twice at once is not supported."
+                f"{self.what} is in use by {holder}. Wait for that process to finish (or stop it) "
+                "and run the command again; it continues from the last finished generation."
             ) from None
         self.fh.seek(0)
         self.fh.truncate()
@@ -291,6 +291,9 @@ class Run:
             status = "complete"
         except KeyboardInterrupt:
             status, error = "interrupted", "interrupted by the user"
+            raise
+        except SystemExit as exc:  # a scheduler's pre-emption (submitit) or a signal handler
+            status, error = "interrupted", f"stopped by the process's exit ({exc.code})"
             raise
         except PluginFailure as exc:
             status, error = "failed", str(exc)
@@ -620,7 +623,8 @@ def run_group(b: Bench, specs: Sequence[Spec], out: Path, keep_states: str = "fi
         except BaseException as exc:  # noqa: BLE001 - reported by the caller
             errors[i] = exc
             done = R.finished_generations(run.path) if run.path.is_dir() else 0
-            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            status = ("interrupted" if isinstance(exc, (KeyboardInterrupt, SystemExit))
+                      else "busy" if isinstance(exc, RunLocked) else "failed")
             outcomes[i] = RunOutcome(run.path, spec, status, done, str(exc) or type(exc).__name__)
         finally:
             rendezvous.leave()

@@ -20,6 +20,7 @@ import pluggy
 from bench import hookspecs
 from bench.components import Generator, Metric, ModelBundle, Policy, Scorer, Trainer
 from bench.errors import BenchError
+from bench.executors import Executor
 
 ENTRY_POINT_GROUP = "collapse_bench"
 ENV_PLUGINS = "BENCH_PLUGINS"
@@ -34,11 +35,12 @@ KINDS: dict[str, tuple[str, type]] = {
     "scorers": ("bench_register_scorers", Scorer),
     "metrics": ("bench_register_metrics", Metric),
     "policies": ("bench_register_policies", Policy),
+    "executors": ("bench_register_executors", Executor),
 }
 
 
 SINGULAR = {"models": "model", "trainers": "trainer", "generators": "generator", "scorers": "scorer",
-            "metrics": "metric", "policies": "policy"}
+            "metrics": "metric", "policies": "policy", "executors": "executor"}
 
 
 class PluginError(BenchError):

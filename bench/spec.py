@@ -133,26 +133,35 @@ def parse_assignments(items: Iterable[str]) -> dict[str, Any]:
     return out
 
 
-def load_config(path: str | Path) -> dict[str, Any]:
-    """A whole spec from a YAML or TOML file (keys as the ``bench run`` options)."""
+def read_mapping(path: str | Path, what: str = "config file") -> dict[str, Any]:
+    """The mapping in a YAML or TOML file (TOML by the ``.toml`` suffix); ``what`` names the file
+    in messages."""
     path = Path(path)
     try:
         text = path.read_text()
     except OSError as exc:
-        raise BenchError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+        raise BenchError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    toml = path.suffix.lower() == ".toml"
     try:
-        if path.suffix.lower() == ".toml":
+        if toml:
             import tomllib
 
             data = tomllib.loads(text)
         else:
             data = yaml.safe_load(text)
     except Exception as exc:  # yaml and toml both raise their own error types
-        raise BenchError(f"config file {path} is not valid {path.suffix.lstrip('.').upper() or 'YAML'}: {exc}") from None
+        raise BenchError(f"{what} {path} is not valid {'TOML' if toml else 'YAML'}: {exc}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise BenchError(f"config file {path} must hold a mapping of options, got {type(data).__name__}")
+        raise BenchError(f"{what} {path} must hold a mapping of options, got {type(data).__name__}")
+    return data
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """A whole spec from a YAML or TOML file (keys as the ``bench run`` options)."""
+    path = Path(path)
+    data = read_mapping(path)
     unknown = [k for k in data if k not in CONFIG_KEYS]
     if unknown:
         key = unknown[0]

@@ -1,0 +1,505 @@
+"""Sweeps: a grid of plugins x presets x policies x seeds x parameters, expanded into runs and run
+by an executor (``bench sweep FILE``; the file format is in docs/sweeps.md).
+
+Every combination of the grid is resolved into a spec before anything runs, so a typo anywhere
+ends the sweep with a message naming the grid entry and nothing written. Runs whose folder already
+holds every generation are skipped without starting a worker; the others are handed to the
+executor, and the loop resumes those that stopped part-way. One failing run does not stop the
+others: the sweep ends with a summary (printed, and written as JSON under ``out/.sweeps/``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench import results as R
+from bench.errors import BenchError
+from bench.executors import (
+    BUSY,
+    COMPLETE,
+    FAILED,
+    FINISHED,
+    ExecutorSettings,
+    Task,
+    TaskResult,
+    first_line,
+)
+from bench.plugins import Bench, suggest
+from bench.spec import Spec, parse_seeds, resolve
+
+DEFAULT_OUT = "results"
+DEFAULT_EXECUTOR = "local"
+SUMMARY_DIR = ".sweeps"
+
+# Keys of a sweep file; a block named after an executor (``slurm:``, ``dask:``) holds its options.
+SWEEP_KEYS = ("plugin", "preset", "generations", "policy", "start", "seeds", "seed", "set", "metrics",
+              "trainer", "generator", "scorer", "out", "keep_states", "executor", "workers",
+              "threads_per_worker", "batch", "summary", "grid")
+# Grid axes that are not parameters; any other grid key names a parameter (bare or ``set.NAME``).
+AXES = ("plugin", "preset", "policy", "seed", "seeds", "start", "generations", "metrics", "trainer",
+        "generator", "scorer")
+SPEC_KEYS = ("plugin", "preset", "policy", "start", "generations", "metrics", "trainer", "generator", "scorer")
+
+# What the summary calls each ending.
+DONE, SKIPPED, INTERRUPTED = "done", "skipped", "interrupted"
+STATUSES = (DONE, SKIPPED, BUSY, FAILED, INTERRUPTED)
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    """One run of a sweep: its spec, the grid values that made it, its folder and what is on disk."""
+
+    spec: Spec
+    entry: Mapping[str, Any]
+    folder: Path
+    done: int  # generations finished on disk when the sweep was planned
+
+    @property
+    def finished(self) -> bool:
+        return self.done >= self.spec.generations + 1
+
+
+@dataclass
+class Sweep:
+    """A sweep file resolved into runs, with where and how to run them."""
+
+    name: str
+    runs: list[SweepRun]
+    out: Path
+    executor: str = DEFAULT_EXECUTOR
+    workers: int | None = None
+    threads_per_worker: int = 1
+    keep_states: str = "first-last"
+    batch: bool = True
+    options: dict[str, Any] = field(default_factory=dict)  # the chosen executor's, merged and checked
+    summary: Path | None = None
+    duplicates: int = 0
+
+    def settings(self, log: Callable[[str], None] | None = None, bench: Bench | None = None) -> ExecutorSettings:
+        return ExecutorSettings(out=self.out, workers=self.workers, threads_per_worker=self.threads_per_worker,
+                                options=dict(self.options), log=log, bench=bench)
+
+
+# -- reading and expanding ----------------------------------------------------------------------
+
+
+def read_file(path: str | Path) -> dict[str, Any]:
+    """The mapping in a YAML or TOML file (TOML by the ``.toml`` suffix), read as ``bench run
+    --config`` reads its file."""
+    from bench.spec import read_mapping
+
+    return read_mapping(path, "sweep file")
+
+
+def _seed_list(value: Any, where: str) -> list[int]:
+    """Seeds from ``3``, ``"0-4"``, ``[0, 1]`` or ``["0-2", 7]``."""
+    items = value if isinstance(value, list) else [value]
+    seeds: list[int] = []
+    try:
+        for item in items:
+            seeds.extend(parse_seeds(item if isinstance(item, (int, str)) and not isinstance(item, bool) else str(item)))
+    except BenchError as exc:
+        raise BenchError(f"{where}: {exc}") from None
+    if len(set(seeds)) != len(seeds):
+        raise BenchError(f"{where}: a seed is named twice in {value!r}")
+    return seeds
+
+
+def _grid_axes(grid: Any, where: str) -> list[tuple[str, list[Any]]]:
+    """The grid as (axis key, values) pairs in file order; ``set: {a: [..]}`` becomes ``set.a``."""
+    if not isinstance(grid, dict):
+        raise BenchError(f"{where}: 'grid' must be a mapping of axis: [values], got {type(grid).__name__}")
+    flat: list[tuple[str, Any]] = []
+    for key, values in grid.items():
+        key = str(key)
+        if key == "set":
+            if not isinstance(values, dict):
+                raise BenchError(f"{where}: grid.set must be a mapping of parameter: [values]")
+            flat.extend((f"set.{k}", v) for k, v in values.items())
+        else:
+            flat.append((key, values))
+    axes: list[tuple[str, list[Any]]] = []
+    seen: set[str] = set()
+    for key, values in flat:
+        name = "seed" if key in ("seed", "seeds") else (key.removeprefix("set."))
+        if name in seen:
+            raise BenchError(f"{where}: grid axis {key!r} is given twice")
+        seen.add(name)
+        if key in ("seed", "seeds"):
+            axes.append(("seed", _seed_list(values, f"{where}: grid.{key}")))
+            continue
+        if not isinstance(values, list):
+            raise BenchError(f"{where}: grid.{key} must be a list of values, got {values!r} "
+                             f"(for a single value, put it at the top level)")
+        if not values:
+            raise BenchError(f"{where}: grid.{key} is an empty list: a sweep over it would run nothing")
+        axes.append((key, values))
+    return axes
+
+
+def _near_axis(key: str) -> str | None:
+    import difflib
+
+    close = difflib.get_close_matches(key, AXES, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def _entry_text(entry: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in entry.items()) or "(no grid)"
+
+
+def expand(b: Bench, data: Mapping[str, Any], where: str = "sweep") -> tuple[list[tuple[dict, Spec]], int]:
+    """Every combination of the grid resolved into a spec; specs with the same run id count once
+    (the one asking for the most generations stays). Returns ((entry, spec) pairs, duplicates)."""
+    axes = _grid_axes(data.get("grid") or {}, where)
+    axis_names = {("seed" if k == "seed" else k.removeprefix("set.")) for k, _ in axes}
+    base_set = data.get("set") or {}
+    if not isinstance(base_set, dict):
+        raise BenchError(f"{where}: 'set' must be a mapping of parameter: value")
+    for key in sorted(axis_names):
+        if key == "seed":
+            top = "seeds" in data or "seed" in data
+        else:
+            top = key in data if key in SPEC_KEYS else key in base_set
+        if top:
+            raise BenchError(f"{where}: {key!r} is both a grid axis and a top-level value; keep one")
+    if "seeds" in data and "seed" in data:
+        raise BenchError(f"{where}: give either 'seeds' or 'seed', not both")
+    base_seeds = _seed_list(data.get("seeds", data.get("seed", 0)), f"{where}: seeds")
+
+    pairs: list[tuple[dict, Spec]] = []
+    keys = [k for k, _ in axes]
+    for combo in itertools.product(*(values for _, values in axes)) if axes else [()]:
+        entry = dict(zip(keys, combo))
+        values = {k: data.get(k) for k in SPEC_KEYS}
+        overrides = dict(base_set)
+        seeds = base_seeds
+        for key, value in entry.items():
+            if key == "seed":
+                seeds = [value]
+            elif key in SPEC_KEYS:
+                values[key] = value
+            else:
+                overrides[key.removeprefix("set.")] = value
+        plugin = values["plugin"]
+        if not plugin:
+            raise BenchError(f"{where} names no plugin: add `plugin: gmm` (or a grid axis `plugin: [gmm, gaussian]`)")
+        for seed in seeds:
+            try:
+                spec = resolve(b, str(plugin), values["preset"], seed=seed, generations=values["generations"],
+                               policy=values["policy"], start=values["start"], overrides=overrides,
+                               metrics=values["metrics"], trainer=values["trainer"],
+                               generator=values["generator"], scorer=values["scorer"])
+            except BenchError as exc:
+                hint = "".join(f" (or is grid key {k!r} the axis {_near_axis(k)!r}?)" for k in keys
+                               if k not in AXES and _near_axis(k) and repr(k) in str(exc))
+                label = f"grid entry {_entry_text(entry)}" if entry else "the spec"
+                raise BenchError(f"{where}, {label}: {exc}{hint}") from None
+            pairs.append(({**entry, "seed": seed}, spec))
+
+    unique: dict[str, int] = {}
+    out: list[tuple[dict, Spec]] = []
+    duplicates = 0
+    for entry, spec in pairs:
+        if spec.run_id in unique:
+            duplicates += 1
+            i = unique[spec.run_id]
+            if spec.generations > out[i][1].generations:
+                out[i] = (entry, spec)
+            continue
+        unique[spec.run_id] = len(out)
+        out.append((entry, spec))
+    return out, duplicates
+
+
+def _positive_int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise BenchError(f"{what} must be a whole number >= 1, got {value!r}")
+    return value
+
+
+def executor_options(b: Bench, name: str, block: Any, flags: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """The executor's option defaults, updated by the file's block and then by CLI flags; unknown
+    keys are refused with the known ones."""
+    executor = b.executors.get(name)
+    options = dict(executor.options)
+    if block is None:
+        block = {}
+    if not isinstance(block, dict):
+        raise BenchError(f"{where}: the {name!r} block must be a mapping of option: value")
+    for source, values in ((f"{where}: {name}", block), ("command line", flags)):
+        for key, value in values.items():
+            if key not in options:
+                known = ", ".join(sorted(options)) or "none"
+                raise BenchError(f"{source}: executor {name!r} has no option {key!r}.{suggest(key, options)} "
+                                 f"Its options: {known}.")
+            options[key] = value
+    return options
+
+
+def load(
+    b: Bench,
+    path: str | Path,
+    *,
+    out: str | Path | None = None,
+    executor: str | None = None,
+    workers: int | None = None,
+    threads_per_worker: int | None = None,
+    keep_states: str | None = None,
+    batch: bool | None = None,
+    summary: str | Path | None = None,
+    executor_flags: Mapping[str, Any] | None = None,
+) -> Sweep:
+    """Read a sweep file and resolve every run; the keyword arguments (the CLI's options) win over
+    the file. Nothing is written."""
+    path = Path(path)
+    data = read_file(path)
+    where = f"sweep file {path}"
+    executors = set(b.executors.names())
+    for key in data:
+        if key not in SWEEP_KEYS and key not in executors:
+            raise BenchError(
+                f"{where}: unknown key {key!r}.{suggest(key, list(SWEEP_KEYS) + sorted(executors))} "
+                f"Known keys: {', '.join(SWEEP_KEYS)}, or a block of executor options named after "
+                f"the executor ({', '.join(sorted(executors))})."
+            )
+    pairs, duplicates = expand(b, data, where)
+    out_dir = Path(out or data.get("out") or DEFAULT_OUT).absolute()
+    name = executor or data.get("executor") or DEFAULT_EXECUTOR
+    b.executors.get(name)  # unknown names end here, with near names
+    flags = {k: v for k, v in (executor_flags or {}).items() if v is not None}
+    options = executor_options(b, name, data.get(name), flags, where)
+    w = workers if workers is not None else data.get("workers")
+    t = threads_per_worker if threads_per_worker is not None else data.get("threads_per_worker", 1)
+    batch_value = batch if batch is not None else data.get("batch", True)
+    if not isinstance(batch_value, bool):
+        raise BenchError(f"{where}: batch must be true or false, got {batch_value!r}")
+    summary_value = summary or data.get("summary")
+    runs = []
+    for entry, spec in pairs:
+        folder = out_dir / spec.folder_name
+        runs.append(SweepRun(spec, entry, folder, R.finished_generations(folder)))
+    return Sweep(
+        name=path.stem,
+        runs=runs,
+        out=out_dir,
+        executor=name,
+        workers=None if w is None else _positive_int(w, "workers"),
+        threads_per_worker=_positive_int(t, "threads_per_worker"),
+        keep_states=keep_states or data.get("keep_states") or "first-last",
+        batch=batch_value,
+        options=options,
+        summary=Path(summary_value) if summary_value else None,
+        duplicates=duplicates,
+    )
+
+
+# -- planning -----------------------------------------------------------------------------------
+
+
+def plan_tasks(b: Bench, sweep: Sweep) -> list[Task]:
+    """Tasks for the runs not yet finished: one per run, or one per group of runs that differ only
+    in seed where the trainer runs them in lockstep (``bench.loop.batchable``). Groups are split
+    until there are at least as many tasks as workers, so batching never idles a worker."""
+    from bench import loop
+
+    pending = [r.spec for r in sweep.runs if not r.finished]
+    groups: dict[str, list[Spec]] = {}
+    for spec in pending:
+        if sweep.batch and loop.batchable(b, spec):
+            key = json.dumps({k: v for k, v in spec.to_dict().items() if k != "seed"}, sort_keys=True, default=str)
+        else:
+            key = spec.run_id
+        groups.setdefault(key, []).append(spec)
+    chunks = list(groups.values())
+    want = sweep.workers or os.cpu_count() or 1
+    while len(chunks) < want:
+        largest = max(range(len(chunks)), key=lambda i: len(chunks[i]), default=None)
+        if largest is None or len(chunks[largest]) < 2:
+            break
+        group = chunks.pop(largest)
+        half = (len(group) + 1) // 2
+        chunks[largest:largest] = [group[:half], group[half:]]
+    return [Task(specs=tuple(s.to_dict() for s in chunk), out=str(sweep.out), keep_states=sweep.keep_states,
+                 threads=sweep.threads_per_worker) for chunk in chunks]
+
+
+# -- running ------------------------------------------------------------------------------------
+
+
+@dataclass
+class SweepSummary:
+    """How every run of a sweep ended: done (by this sweep), skipped (finished earlier), busy
+    (another process holds it), failed (with the reason) or interrupted (never got to run)."""
+
+    name: str
+    executor: str
+    out: Path
+    started: str
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+    path: Path | None = None
+    warning: str | None = None
+
+    def count(self, status: str) -> int:
+        return sum(1 for row in self.rows if row["status"] == status)
+
+    @property
+    def failed(self) -> list[dict[str, Any]]:
+        return [row for row in self.rows if row["status"] == FAILED]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"sweep": self.name, "executor": self.executor, "out": str(self.out), "started": self.started,
+                "seconds": round(self.seconds, 3), "counts": {s: self.count(s) for s in STATUSES},
+                "runs": self.rows}
+
+    def lines(self) -> list[str]:
+        counts = ", ".join(f"{self.count(s)} {s}" for s in STATUSES if self.count(s) or s in (DONE, SKIPPED, FAILED))
+        lines = [f"Sweep {self.name}: {len(self.rows)} run(s): {counts} ({self.seconds:.1f} s, executor {self.executor})"]
+        for row in self.rows:
+            if row["status"] == FAILED:
+                lines.append(f"  failed: {row['folder']}: {row['error']}")
+        for row in self.rows:
+            if row["status"] == BUSY:
+                lines.append(f"  busy: {row['folder']}: another process is running it; "
+                             "run the sweep again later to check that it finished")
+        if self.count(INTERRUPTED):
+            lines.append(f"  {self.count(INTERRUPTED)} run(s) interrupted: run the same sweep again to finish them")
+        if self.path is not None:
+            lines.append(f"Summary: {self.path}")
+        if self.warning:
+            lines.append(f"Warning: {self.warning}")
+        return lines
+
+    def write(self, path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        R.write_json(path, self.as_dict())
+        self.path = path
+        return path
+
+
+def _row(run: SweepRun, status: str, result: TaskResult | None = None, error: str | None = None) -> dict[str, Any]:
+    return {
+        "folder": str(run.folder),
+        "run_id": run.spec.run_id,
+        "entry": {k: v for k, v in run.entry.items()},
+        "plugin": run.spec.plugin,
+        "preset": run.spec.preset,
+        "policy": run.spec.policy_label,
+        "seed": run.spec.seed,
+        "status": status,
+        "generations_done": result.generations_done if result else run.done,
+        "generations_requested": run.spec.generations,
+        "error": error if error is not None else (result.error if result else None),
+        "seconds": round(result.seconds, 3) if result else 0.0,
+    }
+
+
+def run_sweep(b: Bench, sweep: Sweep, log: Callable[[str], None] | None = None) -> SweepSummary:
+    """Run every unfinished run of ``sweep`` through its executor; return (and write) the summary.
+
+    A KeyboardInterrupt, or a BenchError from the executor (an engine refusing a setting), writes the
+    summary of what ended so far, then propagates.
+    """
+    log = log or (lambda message: None)
+    executor = b.executors.get(sweep.executor)
+    settings = sweep.settings(log, b)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    summary = SweepSummary(sweep.name, sweep.executor, sweep.out, time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    by_folder = {str(r.folder): r for r in sweep.runs}
+    rows: dict[str, dict[str, Any]] = {}
+    for run in sweep.runs:
+        if run.finished:
+            rows[str(run.folder)] = _row(run, SKIPPED)
+    tasks = plan_tasks(b, sweep)
+    if tasks and executor.check is not None:  # a missing engine matters only when there is work
+        executor.check(settings)
+    todo = sum(len(t.specs) for t in tasks)
+    skipped = len(rows)
+    log(f"Sweep {sweep.name}: {len(sweep.runs)} run(s), {skipped} finished earlier (skipped), "
+        f"{todo} to run with executor {sweep.executor!r} in {len(tasks)} task(s); results in {sweep.out}/")
+    start = time.perf_counter()
+    if tasks:
+        sweep.out.mkdir(parents=True, exist_ok=True)
+    try:
+        for result in executor.run(tasks, settings) if tasks else ():
+            run = by_folder.get(result.folder)
+            if run is None or result.folder in rows:
+                continue  # not ours, or reported twice: the first report stands
+            status = {COMPLETE: DONE, BUSY: BUSY, FINISHED: SKIPPED}.get(result.status, FAILED)
+            error = first_line(result.error or result.status) if status in (FAILED, BUSY) else None
+            rows[result.folder] = _row(run, status, result, error)
+            n = len(rows) - skipped
+            note = f": {rows[result.folder]['error']}" if status in (FAILED, BUSY) else ""
+            log(f"[{n}/{todo}] {status} {run.folder.name} ({result.seconds:.1f} s){note}")
+    except KeyboardInterrupt:
+        _finish(summary, sweep, rows, INTERRUPTED, None, start, stamp)
+        for line in summary.lines():
+            log(line)
+        raise
+    except Exception as exc:
+        reason = str(exc) if isinstance(exc, BenchError) else f"{type(exc).__name__}: {exc}"
+        _finish(summary, sweep, rows, FAILED, f"executor {sweep.executor!r} stopped: {first_line(reason)}",
+                start, stamp)
+        if isinstance(exc, BenchError):  # a setting the engine refused (a scheduler out of reach, ...)
+            raise
+        return summary
+    _finish(summary, sweep, rows, FAILED, f"executor {sweep.executor!r} returned no result for this run",
+            start, stamp)
+    return summary
+
+
+def _finish(summary: SweepSummary, sweep: Sweep, rows: dict, status: str, error: str | None, start: float,
+            stamp: str) -> None:
+    """Fill in the runs without a result, order the rows as the sweep, and write the JSON."""
+    for run in sweep.runs:
+        key = str(run.folder)
+        if key not in rows:
+            rows[key] = _row(run, status, error=error)
+    summary.rows = [rows[str(run.folder)] for run in sweep.runs]
+    summary.seconds = time.perf_counter() - start
+    target = sweep.summary
+    if target is None:  # the pid keeps concurrent sweeps apart; the counter, sweeps of one process
+        base = sweep.out / SUMMARY_DIR / f"{stamp}-{sweep.name}-{os.getpid()}"
+        target, n = base.with_name(base.name + ".json"), 1
+        while target.exists():
+            n += 1
+            target = base.with_name(f"{base.name}-{n}.json")
+    try:
+        summary.write(Path(target))
+    except OSError as exc:
+        summary.path = None
+        summary.warning = f"the summary could not be written to {target}: {exc.strerror or exc}"
+
+
+def dry_run_lines(b: Bench, sweep: Sweep) -> list[str]:
+    """What ``--dry-run`` prints: each run, whether it is new, partial or finished, and the plan."""
+    lines = []
+    for run in sweep.runs:
+        total = run.spec.generations + 1
+        if run.finished:
+            state = "finished (skip)"
+        elif (run.folder / R.RUN_JSON).is_file():
+            try:
+                status = R.read_json(run.folder / R.RUN_JSON).get("status")
+            except (OSError, ValueError):
+                status = None
+            # No lock probe here: taking the run's lock, even briefly, could turn a sweep away.
+            state = f"{'failed' if status == 'failed' else 'partial'} {run.done}/{total}"
+        else:
+            state = "new"
+        lines.append(f"{state:<16} {run.folder.name}  [{_entry_text(run.entry)}]")
+    tasks = plan_tasks(b, sweep)
+    finished = sum(r.finished for r in sweep.runs)
+    dup = f"; {sweep.duplicates} duplicate(s) of the same run dropped" if sweep.duplicates else ""
+    lines.append(f"{len(sweep.runs)} run(s): {len(sweep.runs) - finished} to run in {len(tasks)} task(s), "
+                 f"{finished} finished{dup}; executor {sweep.executor!r}, results in {sweep.out}/")
+    return lines
+

@@ -1,0 +1,356 @@
+"""`bench sweep FILE`: grids expanded into runs, finished runs skipped, failures summarised, crashes
+and concurrent sweeps survived."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import bench
+import bench.api as cb
+from bench import results as R
+from bench import sweep as S
+from bench.cli import main
+from bench.executors import Task, execute_task
+from bench.plugins import Bench
+
+ISSUE_YAML = """\
+plugin: gmm
+generations: 15
+grid:
+  policy: [replace, "mix:0.1"]
+  seed: [0, 1]
+"""
+
+ISSUE_TOML = """\
+plugin = "gmm"
+generations = 15
+
+[grid]
+policy = ["replace", "mix:0.1"]
+seed = [0, 1]
+"""
+
+
+def bench_cli(capsys, *args):
+    """Run `bench ARGS` in-process; return (exit code, stdout, stderr)."""
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code or 0
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def summaries(out):
+    return [json.loads(p.read_text()) for p in sorted((Path(out) / S.SUMMARY_DIR).glob("*.json"))]
+
+
+def metric_values(folder):
+    table = R.read_metrics(folder).to_pandas().sort_values(["generation", "metric"])
+    return table[["generation", "metric", "value"]].reset_index(drop=True)
+
+
+def assert_same_results(folder, reference):
+    a, b = metric_values(folder), metric_values(reference)
+    assert list(a.metric) == list(b.metric) and list(a.generation) == list(b.generation)
+    np.testing.assert_array_equal(a.value.to_numpy(), b.value.to_numpy())
+
+
+def sweep_env():
+    env = dict(os.environ)
+    env.update({"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"})
+    return env
+
+
+@pytest.mark.parametrize("name, text, workers", [("grid.yaml", ISSUE_YAML, 2), ("grid.toml", ISSUE_TOML, 1)])
+def test_the_issue_grid_runs_in_yaml_and_toml(capsys, tmp_path, name, text, workers):
+    (tmp_path / name).write_text(text)
+    out = tmp_path / "results"
+    code, stdout, _ = bench_cli(capsys, "sweep", tmp_path / name, "--out", out, "--workers", workers)
+    assert code == 0, stdout
+    assert "4 done, 0 skipped, 0 failed" in stdout
+    runs = R.find_runs([out])
+    assert len(runs) == 4
+    made = set()
+    for folder in runs:
+        info = R.read_json(folder / R.RUN_JSON)
+        assert info["status"] == "complete" and info["generations_done"] == 16
+        assert info["spec"]["plugin"] == "gmm" and info["spec"]["generations"] == 15
+        made.add((info["identity"]["policy"], info["spec"]["seed"]))
+    assert made == {("replace", 0), ("replace", 1), ("mix:0.1", 0), ("mix:0.1", 1)}
+    (summary,) = summaries(out)
+    assert summary["counts"]["done"] == 4 and summary["executor"] == "local"
+    assert {tuple(sorted(r["entry"].items())) for r in summary["runs"]} == {
+        (("policy", p), ("seed", s)) for p in ("replace", "mix:0.1") for s in (0, 1)}
+    code, out_text, _ = bench_cli(capsys, "validate", out)
+    assert code == 0, out_text
+
+
+class Recorder:
+    """An executor plugin that records the tasks it is given and runs them in-process."""
+
+    __name__ = "recorder"
+
+    def __init__(self):
+        self.tasks = []
+
+    def _run(self, tasks, settings):
+        self.tasks.extend(tasks)
+        for task in tasks:
+            yield from execute_task(task)
+
+    @bench.hookimpl
+    def bench_register_executors(self, register):
+        register(bench.Executor(name="recorder", run=self._run, options={"note": None}))
+
+
+def test_a_finished_sweep_is_skipped_without_starting_a_worker(tmp_path):
+    (tmp_path / "s.yaml").write_text("plugin: gaussian\ngenerations: 3\nseeds: 0-2\nexecutor: recorder\n"
+                                     "recorder: {note: hello}\n")
+    recorder = Recorder()
+    b = Bench(extra_plugins=[recorder])
+    first = S.run_sweep(b, S.load(b, tmp_path / "s.yaml", out=tmp_path / "r"))
+    assert [first.count(s) for s in ("done", "skipped", "failed")] == [3, 0, 0]
+    assert len(recorder.tasks) == 3 and all(len(t.specs) == 1 for t in recorder.tasks)
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "r").glob("*/metrics.parquet")}
+
+    recorder.tasks.clear()
+    sweep = S.load(b, tmp_path / "s.yaml", out=tmp_path / "r")
+    assert sweep.options == {"note": "hello"}
+    second = S.run_sweep(b, sweep)
+    assert recorder.tasks == []
+    assert [second.count(s) for s in ("done", "skipped", "failed")] == [0, 3, 0]
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    assert len(summaries(tmp_path / "r")) == 2  # one JSON per sweep, never overwritten
+
+
+def test_extending_generations_reruns_and_dry_run_shows_what_is_finished(capsys, tmp_path):
+    out = tmp_path / "r"
+    cb.run("gaussian", seeds=0, generations=3, out=out)
+    (tmp_path / "s.yaml").write_text("plugin: gaussian\ngenerations: 3\ngrid:\n  seed: [0, 1]\n")
+    code, stdout, _ = bench_cli(capsys, "sweep", tmp_path / "s.yaml", "--out", out, "--dry-run")
+    assert code == 0
+    lines = stdout.splitlines()
+    assert lines[0].startswith("finished (skip)") and "-s0-" in lines[0]
+    assert lines[1].startswith("new") and "-s1-" in lines[1]
+    assert "1 to run in 1 task(s), 1 finished" in lines[2]
+    assert not (out / S.SUMMARY_DIR).exists() and len(R.find_runs([out])) == 1  # the dry run wrote nothing
+
+    # More generations than on disk: the same run (same folder) is extended, not skipped.
+    (tmp_path / "s.yaml").write_text("plugin: gaussian\ngenerations: 5\ngrid:\n  seed: [0]\n")
+    code, stdout, _ = bench_cli(capsys, "sweep", tmp_path / "s.yaml", "--out", out, "--dry-run")
+    assert stdout.splitlines()[0].startswith("partial 4/6")
+    code, stdout, _ = bench_cli(capsys, "sweep", tmp_path / "s.yaml", "--out", out, "--workers", "1")
+    assert code == 0 and "1 done" in stdout
+    assert R.finished_generations(R.find_runs([out])[0]) == 6
+
+
+def test_one_failing_run_does_not_stop_the_others(capsys, tmp_path):
+    # std = -1 passes the spec's type check and fails when the run loads its real data.
+    (tmp_path / "s.yaml").write_text("plugin: gaussian\ngenerations: 3\ngrid:\n  std: [1.0, -1.0, 2.0]\n")
+    out = tmp_path / "r"
+    code, stdout, _ = bench_cli(capsys, "sweep", tmp_path / "s.yaml", "--out", out, "--workers", "2",
+                                "--summary", tmp_path / "summary.json")
+    assert code == 1
+    assert "2 done, 0 skipped, 1 failed" in stdout
+    failed_lines = [line for line in stdout.splitlines() if line.strip().startswith("failed:")]
+    assert len(failed_lines) == 1 and "std > 0" in failed_lines[0]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    (bad,) = [r for r in summary["runs"] if r["status"] == "failed"]
+    assert bad["entry"] == {"std": -1.0, "seed": 0} and "std > 0" in bad["error"]
+    assert bad["folder"] in failed_lines[0]
+    good = [r for r in summary["runs"] if r["status"] == "done"]
+    assert {r["entry"]["std"] for r in good} == {1.0, 2.0}
+    assert all(R.read_json(Path(r["folder"]) / R.RUN_JSON)["status"] == "complete" for r in good)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("plugin: gmm\ngrid:\n  policy: [replace, 'mixx:0.1']\n", "grid entry policy=mixx:0.1: unknown policy 'mixx'"),
+    ("plugin: gmm\ngrid:\n  n_sample: [50, 100]\n", "has no parameter 'n_sample'. Did you mean 'n_samples'"),
+    ("plugin: gmm\ngrid:\n  polcy: [replace]\n", "the axis 'policy'"),
+    ("plugin: gmm\ngenrations: 3\n", "unknown key 'genrations'. Did you mean 'generations'"),
+    ("plugin: gmm\ngrid:\n  policy: replace\n", "grid.policy must be a list"),
+    ("plugin: gmm\npolicy: replace\ngrid:\n  policy: [replace]\n", "both a grid axis and a top-level value"),
+    ("plugin: gmm\ngrid:\n  seed: [0, x]\n", "invalid seeds"),
+    ("plugin: gmm\nexecutor: dusk\n", "unknown executor 'dusk'. Did you mean 'dask'"),
+    ("plugin: gmm\nexecutor: dask\ndask: {schedular: x}\n", "has no option 'schedular'. Did you mean 'scheduler'"),
+    ("grid:\n  seed: [0]\n", "names no plugin"),
+    ("plugin: gmm\ngrid: [1, 2\n", "is not valid YAML"),
+])
+def test_a_mistake_in_the_file_exits_2_and_writes_nothing(capsys, tmp_path, text, message):
+    (tmp_path / "s.yaml").write_text(text)
+    code, _, err = bench_cli(capsys, "sweep", tmp_path / "s.yaml", "--out", tmp_path / "r")
+    assert code == 2
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_command_line_options_win_and_foreign_options_are_refused(capsys, tmp_path):
+    (tmp_path / "s.yaml").write_text("plugin: gaussian\ngenerations: 2\nexecutor: dask\nworkers: 3\n"
+                                     "out: elsewhere\nslurm: {partition: gpu}\n")
+    b = Bench()
+    sweep = S.load(b, tmp_path / "s.yaml", out=tmp_path / "r", executor="local", workers=1)
+    assert (sweep.executor, sweep.workers, sweep.out) == ("local", 1, (tmp_path / "r").absolute())
+    code, _, err = bench_cli(capsys, "sweep", tmp_path / "s.yaml", "--out", tmp_path / "r", "--executor", "local",
+                             "--scheduler", "tcp://127.0.0.1:1")
+    assert code == 2 and "--scheduler is an option of --executor dask" in err
+    slurm = S.load(b, tmp_path / "s.yaml", executor="slurm", executor_flags={"time": "1:00:00"})
+    assert slurm.options["partition"] == "gpu" and slurm.options["time"] == "1:00:00"
+
+
+def test_grid_expansion_dedupes_runs_and_keeps_the_longest(tmp_path):
+    b = Bench()
+    data = {"plugin": "gaussian", "seeds": "0-1",
+            "grid": {"generations": [2, 4], "set": {"n_samples": [20, 30]}, "policy": ["replace"]}}
+    pairs, duplicates = S.expand(b, data)
+    # generations is not part of the run id: 2 and 4 are the same run, and the longer one stays
+    assert duplicates == 4 and len(pairs) == 4
+    assert {(s.params["n_samples"], s.seed, s.generations) for _, s in pairs} == {
+        (n, seed, 4) for n in (20, 30) for seed in (0, 1)}
+    assert len({s.run_id for _, s in pairs}) == 4
+
+    # policy parameters and metric lists are axes too; top-level seeds multiply every combination
+    data = {"plugin": "gaussian", "policy": "mix", "seeds": [3, 4],
+            "grid": {"policy.p": [0.1, 0.2], "metrics": [["gaussian-var"], ["gaussian-var", "logdet-diff"]]}}
+    pairs, duplicates = S.expand(b, data)
+    assert duplicates == 0 and len(pairs) == 8
+    assert {(s.policy_params["p"], tuple(s.metrics), s.seed) for _, s in pairs} == {
+        (p, m, seed) for p in (0.1, 0.2) for m in (("gaussian-var",), ("gaussian-var", "logdet-diff"))
+        for seed in (3, 4)}
+    assert all(entry["seed"] == s.seed and entry["policy.p"] == s.policy_params["p"] for entry, s in pairs)
+
+
+class Batched:
+    """A batch-capable trainer for the gaussian model: fit_batch fits each request as fit does."""
+
+    __name__ = "test-batched"
+
+    def __init__(self):
+        self.batches = []
+
+    def _fit_batch(self, requests):
+        from collapse_bench_plugins.gaussian import fit_gaussian
+
+        self.batches.append(len(requests))
+        return [fit_gaussian(r) for r in requests]
+
+    @bench.hookimpl
+    def bench_register_trainers(self, register):
+        from collapse_bench_plugins.gaussian import fit_gaussian
+
+        register(bench.Trainer("gaussian-fit-lockstep", fit_gaussian, fit_batch=self._fit_batch,
+                               kinds=("vectors",)))
+
+
+def test_seeds_of_one_setting_run_in_lockstep_when_the_trainer_batches(tmp_path):
+    from bench.loop import FolderLock, Run
+
+    batched = Batched()
+    b = Bench(extra_plugins=[batched])
+    path = tmp_path / "s.yaml"
+    path.write_text("plugin: gaussian\ngenerations: 3\nseeds: 0-3\ntrainer: gaussian-fit-lockstep\n"
+                    "grid:\n  policy: [replace, 'mix:0.5']\n")
+    out = tmp_path / "r"
+    for workers, sizes in ((1, [4, 4]), (2, [4, 4]), (4, [2, 2, 2, 2]), (8, [1] * 8)):
+        sweep = S.load(b, path, out=out, workers=workers)
+        assert sorted(len(t.specs) for t in S.plan_tasks(b, sweep)) == sizes
+    assert [len(t.specs) for t in S.plan_tasks(b, S.load(b, path, out=out, workers=1, batch=False))] == [1] * 8
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("plugin: gaussian\ngenerations: 3\nseeds: 0-3\n")  # gaussian-fit has no fit_batch
+    assert [len(t.specs) for t in S.plan_tasks(b, S.load(b, plain, out=out, workers=1))] == [1] * 4
+
+    sweep = S.load(b, path, out=out, workers=1)  # in-process: two tasks of four seeds
+    busy = sweep.runs[2]  # policy replace, seed 2: another process holds its folder
+    busy.folder.mkdir(parents=True)
+    with FolderLock(busy.folder / ".lock", "run folder"):
+        summary = S.run_sweep(b, sweep)
+    statuses = {row["folder"]: row["status"] for row in summary.rows}
+    assert statuses.pop(str(busy.folder)) == "busy"
+    assert set(statuses.values()) == {"done"}
+    assert max(batched.batches) == 4  # the fits of four chains went to fit_batch together
+    assert "busy:" in "\n".join(summary.lines())
+    # a lockstep chain equals the same spec run alone (fit instead of fit_batch)
+    lone = Run(b, sweep.runs[0].spec, tmp_path / "lone").execute()
+    assert_same_results(sweep.runs[0].folder, lone.path)
+
+    # the busy run is all that is left; a task holding finished runs reports them as finished
+    sweep = S.load(b, path, out=out, workers=1)
+    assert [r.folder for r in sweep.runs if not r.finished] == [busy.folder]
+    results = execute_task(Task(specs=tuple(r.spec.to_dict() for r in sweep.runs[:4]), out=str(out)), bench=b)
+    assert [r.status for r in results] == ["finished", "finished", "complete", "finished"]
+
+
+def _start_sweep(path, out, *extra):
+    return subprocess.Popen([sys.executable, "-m", "bench.cli", "sweep", str(path), "--out", str(out), *map(str, extra)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=sweep_env(),
+                            start_new_session=True)
+
+
+def test_a_killed_sweep_rerun_finishes_only_what_is_missing(tmp_path):
+    (tmp_path / "s.yaml").write_text("plugin: gaussian\ngenerations: 150\nseeds: 0-2\n")
+    out = tmp_path / "r"
+    b = Bench()
+    runs = S.load(b, tmp_path / "s.yaml", out=out).runs
+    proc = _start_sweep(tmp_path / "s.yaml", out, "--workers", "1")  # in order: seed 0, 1, 2
+    try:
+        deadline = time.monotonic() + 60
+        while R.finished_generations(runs[0].folder) < 151 or R.finished_generations(runs[1].folder) < 1:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the sweep made no progress"
+            time.sleep(0.02)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+    partial = R.finished_generations(runs[1].folder)
+
+    proc = _start_sweep(tmp_path / "s.yaml", out, "--workers", "2")
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    (second,) = summaries(out)  # the killed sweep never got to write one
+    statuses = {Path(r["folder"]).name: r["status"] for r in second["runs"]}
+    assert statuses[runs[0].folder.name] == "skipped"
+    assert statuses[runs[1].folder.name] == "done" and statuses[runs[2].folder.name] == "done"
+    if partial < 151:  # the kill landed mid-run: it resumed after its last finished generation
+        assert "(resumed)" in (runs[1].folder / R.LOG_FILE).read_text()
+    for run in runs:
+        assert R.finished_generations(run.folder) == 151
+    reference = cb.run("gaussian", seeds=1, generations=150, out=tmp_path / "ref")[0].path
+    assert_same_results(runs[1].folder, reference)
+
+
+def test_two_sweeps_at_once_on_one_folder_lose_nothing(tmp_path):
+    out = tmp_path / "r"
+    (tmp_path / "a.yaml").write_text("plugin: gaussian\ngenerations: 40\nseeds: 0-1\n"
+                                     "grid:\n  policy: ['mix:0.5', replace]\n")
+    (tmp_path / "b.yaml").write_text("plugin: gaussian\ngenerations: 40\nseeds: 0-1\n"
+                                     "grid:\n  policy: ['mix:0.5', accumulate]\n")
+    procs = [_start_sweep(tmp_path / name, out, "--workers", "2") for name in ("a.yaml", "b.yaml")]
+    outputs = [p.communicate(timeout=180) for p in procs]
+    for p, (stdout, stderr) in zip(procs, outputs):
+        assert p.returncode == 0, stdout + stderr
+    folders = R.find_runs([out])
+    assert len(folders) == 6
+    for folder in folders:
+        info = R.read_json(folder / R.RUN_JSON)
+        assert info["status"] == "complete" and R.finished_generations(folder) == 41
+    check = subprocess.run([sys.executable, "-m", "bench.cli", "validate", str(out)], capture_output=True,
+                           text=True, env=sweep_env(), check=False)
+    assert check.returncode == 0, check.stdout
+    both = summaries(out)
+    assert len(both) == 2
+    for s in both:
+        assert s["counts"]["failed"] == 0 and s["counts"]["interrupted"] == 0
+        assert s["counts"]["done"] + s["counts"]["skipped"] + s["counts"]["busy"] == 4
+    # the shared runs: each was run by one sweep (or both, one after the other) and equals a lone run
+    for seed in (0, 1):
+        (folder,) = [f for f in folders if f"-mix-0.5-s{seed}-" in f.name]
+        reference = cb.run("gaussian", seeds=seed, generations=40, policy="mix:0.5", out=tmp_path / "ref")[0].path
+        assert_same_results(folder, reference)
