@@ -13,10 +13,10 @@ import bench
 import bench.api as cb
 from bench import results as R
 from bench.bridges import evaluate_metric
-from bench.cli import main
 from bench.errors import BenchError
 from bench.plugins import Bench
 from collapse_bench_plugins import tensorboard_logger as tb
+from tests.helpers import bench_cli
 from tests.toy_plugins import Toy
 
 # -- a tiny text model -----------------------------------------------------------------------------
@@ -337,20 +337,10 @@ def test_tensorboard_skips_non_finite_values(tmp_path, monkeypatch):
     assert set(acc.Tags()["scalars"]) == {"toy-train-size", "half-defined/one"}
 
 
-def _cli(capsys, *args):
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def test_cli_tensorboard_option(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv(tb.ENV_TENSORBOARD, raising=False)
     monkeypatch.chdir(tmp_path)
-    code, out, err = _cli(capsys, "run", "--plugin", "gaussian", "--preset", "smoke", "-g", "2", "-o", "res",
+    code, out, err = bench_cli(capsys, "run", "--plugin", "gaussian", "--preset", "smoke", "-g", "2", "-o", "res",
                           "--tensorboard", "tb")
     assert code == 0, err
     assert "tensorboard --logdir tb" in out
@@ -362,7 +352,7 @@ def test_cli_tensorboard_missing_says_how_to_install(tmp_path, monkeypatch, caps
     monkeypatch.delenv(tb.ENV_TENSORBOARD, raising=False)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
-    code, _, err = _cli(capsys, "run", "--plugin", "gaussian", "-g", "1", "-o", "res", "--tensorboard", "tb")
+    code, _, err = bench_cli(capsys, "run", "--plugin", "gaussian", "-g", "1", "-o", "res", "--tensorboard", "tb")
     assert code == 2
     assert "pip install 'collapse-bench[tensorboard]'" in err
     assert not (tmp_path / "res").exists() and not (tmp_path / "tb").exists()

@@ -9,20 +9,9 @@ import pytest
 
 import bench.api as cb
 from bench import results as R
-from bench.cli import main
 from bench.errors import BenchError
 from bench.spec import parse_seeds
-
-
-def bench_cli(capsys, *args):
-    """Run `bench ARGS` in-process; return (exit code, stdout, stderr)."""
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
+from tests.helpers import bench_cli
 
 
 def test_parse_seeds():

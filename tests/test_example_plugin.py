@@ -6,20 +6,9 @@ import json
 import pytest
 
 import bench.api as cb
-from bench.cli import main
+from tests.helpers import bench_cli
 
 INSTALL = "the example plugin collapse-bench-kde is not installed; install it: pip install -e examples/kde"
-
-
-def bench_cli(capsys, *args):
-    """Run `bench ARGS` in-process; return (exit code, stdout, stderr)."""
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(autouse=True)

@@ -8,7 +8,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 from collapse_bench_plugins import executors as E
 
@@ -20,17 +19,7 @@ from bench.errors import BenchError
 from bench.executors import THREAD_ENV, Task, execute_task, thread_limits
 from bench.plugins import Bench
 from bench.spec import resolve
-
-
-def metric_values(folder):
-    table = R.read_metrics(folder).to_pandas().sort_values(["generation", "metric"])
-    return table[["generation", "metric", "value"]].reset_index(drop=True)
-
-
-def assert_same_results(folder, reference):
-    a, b = metric_values(folder), metric_values(reference)
-    assert list(a.metric) == list(b.metric) and list(a.generation) == list(b.generation)
-    np.testing.assert_array_equal(a.value.to_numpy(), b.value.to_numpy())
+from tests.helpers import assert_same_results
 
 
 def write_sweep(path, text):

@@ -9,9 +9,9 @@ import sys
 import pytest
 
 import bench
-from bench.cli import main
 from bench.plugins import Bench
 from bench.scaffold import check_name, name_clashes, render, suggest_name
+from tests.helpers import bench_cli
 
 NAME = "scaffold-probe"
 MODULE = "collapse_bench_scaffold_probe"
@@ -19,17 +19,6 @@ EXPECTED_FILES = {
     "pyproject.toml", "README.md", ".gitignore", f"{MODULE}/__init__.py", f"{MODULE}/plugin.py",
     "tests/test_scaffold_probe_contract.py", "tests/test_scaffold_probe_model.py",
 }
-
-
-def bench_cli(capsys, *args):
-    """Run `bench ARGS` in-process; return (exit code, stdout, stderr)."""
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def files_under(folder):

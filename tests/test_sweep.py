@@ -9,16 +9,15 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 import bench
 import bench.api as cb
 from bench import results as R
 from bench import sweep as S
-from bench.cli import main
 from bench.executors import Task, execute_task
 from bench.plugins import Bench
+from tests.helpers import bench_cli, assert_same_results
 
 ISSUE_YAML = """\
 plugin: gmm
@@ -38,30 +37,8 @@ seed = [0, 1]
 """
 
 
-def bench_cli(capsys, *args):
-    """Run `bench ARGS` in-process; return (exit code, stdout, stderr)."""
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def summaries(out):
     return [json.loads(p.read_text()) for p in sorted((Path(out) / S.SUMMARY_DIR).glob("*.json"))]
-
-
-def metric_values(folder):
-    table = R.read_metrics(folder).to_pandas().sort_values(["generation", "metric"])
-    return table[["generation", "metric", "value"]].reset_index(drop=True)
-
-
-def assert_same_results(folder, reference):
-    a, b = metric_values(folder), metric_values(reference)
-    assert list(a.metric) == list(b.metric) and list(a.generation) == list(b.generation)
-    np.testing.assert_array_equal(a.value.to_numpy(), b.value.to_numpy())
 
 
 def sweep_env():
