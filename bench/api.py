@@ -52,6 +52,9 @@ def specs(
             start=start or cfg.get("start"),
             overrides=overrides,
             metrics=metrics if metrics is not None else cfg.get("metrics"),
+            trainer=cfg.get("trainer"),
+            generator=cfg.get("generator"),
+            scorer=cfg.get("scorer"),
         )
         for seed in parse_seeds(seeds_value)
     ]

@@ -186,3 +186,11 @@ def test_samples_keep_their_text_columns(tmp_path):
     assert Samples.concat([s, s.take([1])]).columns["text"] == ["a b", "c", "d e f", "c"]
     with pytest.raises(ValueError, match="column 'text' has 1 values for 3 samples"):
         Samples("tokens", s.data, {"text": ["x"]})
+
+
+def test_config_file_components_reach_the_spec(tmp_path):
+    """trainer/generator/scorer in a --config file choose the components, as the file format says."""
+    cfg = tmp_path / "spec.yaml"
+    cfg.write_text("plugin: gmm\ntrainer: gmm-em-batched\n")
+    (spec,) = cb.specs(config=cfg)
+    assert spec.plugin == "gmm" and spec.trainer == "gmm-em-batched"
