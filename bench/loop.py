@@ -37,6 +37,8 @@ from bench.spec import Spec, _digest
 # Independent random streams of one generation.
 TRAIN, GENERATE, POLICY, METRICS, INIT = range(5)
 GEN0_CACHE = ".gen0"
+# Synthetic samples a run keeps in memory for its policy (older ones are read back from disk).
+HISTORY_BYTES = 256 * 2**20
 
 
 def rng(seed: int, generation: int, stream: int) -> np.random.Generator:
@@ -166,7 +168,7 @@ class Run:
         self.metrics = [b.metrics.get(m) for m in spec.metrics]
         self.info = RunInfo(self.path, spec, spec.run_id)
         self.fit = self.trainer.fit  # run_group points this at the group's batched fit
-        self._history: dict[int, Samples] = {}
+        self._history: dict[int, Samples] = {}  # S_j by j, newest last, at most HISTORY_BYTES
         self._rows: dict[int, list[dict[str, Any]]] = {}  # metric rows written by this process
         self._pretrained = None
 
@@ -459,8 +461,18 @@ class Run:
         self._last_rows = self._rows[k] = rows
         R.write_json(tmp / "info.json", {"generation": k, "training_samples": len(data), **times}, atomic=False)
         self._state = state
-        self._history[k + 1] = samples
+        self._remember(k + 1, samples)
         return tmp
+
+    def _remember(self, key: int, samples: Samples) -> None:
+        """Keep S_key in memory; drop the oldest kept sets beyond HISTORY_BYTES (the newest stays).
+        Policies that read older sets get them back from the generation folders."""
+        self._history.pop(key, None)
+        self._history[key] = samples
+        total = sum(s.data.nbytes for s in self._history.values())
+        while total > HISTORY_BYTES and len(self._history) > 1:
+            oldest = next(iter(self._history))
+            total -= self._history.pop(oldest).data.nbytes
 
     def _prune_states(self, k: int) -> None:
         """Keep M_0 and the newest state; others per ``keep_states`` (first-last, all, every:N)."""
@@ -492,10 +504,11 @@ class History:
         if not 0 <= i < self.k:
             raise IndexError(i)
         key = i + 1  # S_{i+1} was drawn by M_i
-        if key not in self.run._history:
+        samples = self.run._history.get(key)
+        if samples is None:
             samples, _ = R.read_samples(self.run._gen_dir(i) / "samples.parquet")
-            self.run._history[key] = samples
-        return self.run._history[key]
+            self.run._remember(key, samples)
+        return samples
 
     def __iter__(self):
         return (self[i] for i in range(self.k))

@@ -256,3 +256,15 @@ def test_progress_bar_on_a_terminal(tmp_path):
     text = b"".join(chunks).decode(errors="replace")
     assert proc.returncode == 0
     assert "\r" in text and "101/101" in text and "gen/s" in text
+
+
+def test_a_small_history_budget_changes_nothing(toy_bench, tmp_path, monkeypatch):
+    """Past synthetic sets beyond HISTORY_BYTES are read back from disk, exactly."""
+    from bench import loop
+
+    full = run_toy(toy_bench, tmp_path / "full", policy="accumulate")
+    monkeypatch.setattr(loop, "HISTORY_BYTES", 1)  # keeps only the newest set in memory
+    lean = run_toy(toy_bench, tmp_path / "lean", policy="accumulate")
+    a, b = cb.metrics(full), cb.metrics(lean)
+    assert values(lean, "toy-train-size").tolist() == [40, 80, 120, 160, 200]
+    assert a.sort_values(["generation", "metric"]).value.tolist() == b.sort_values(["generation", "metric"]).value.tolist()
