@@ -171,6 +171,7 @@ class Run:
         self._history: dict[int, Samples] = {}  # S_j by j, newest last, at most HISTORY_BYTES
         self._rows: dict[int, list[dict[str, Any]]] = {}  # metric rows written by this process
         self._pretrained = None
+        self._ref_test = None  # M_0's scores of the real test set, once a metric asked for them
 
     # -- public ---------------------------------------------------------------------------------
 
@@ -422,6 +423,8 @@ class Run:
                             reference_state=reference, samples=samples, score=self._score,
                             rng=rng(spec.seed, k, METRICS))
         ctx.cache["ref:samples"] = ref_scores
+        if self._ref_test is not None:  # M_0 and the real test set are fixed: score them once a run
+            ctx.cache["ref:test"] = self._ref_test
         rows = []
         for metric in self.metrics:
             value = self._call("metric", metric.name, metric.compute, ctx)
@@ -439,6 +442,7 @@ class Run:
                     "metric_plugin_version": info.version,
                 })
         times["measure_s"] = time.perf_counter() - t
+        self._ref_test = ctx.cache.get("ref:test")
         if self.bundle.throughput:
             harness = {"metric_plugin": "bench", "metric_plugin_version": bench.__version__,
                        "direction": "higher", "target": None, "metric_version": "1", "generation": k}
@@ -600,9 +604,14 @@ class _Rendezvous:
                 raise RuntimeError(f"fit_batch returned {len(states)} states for {len(batch)} requests")
             for (_, slot), state in zip(batch, states):
                 slot["state"] = state
-        except Exception as exc:  # each chain reports it as its trainer's failure
-            for _, slot in batch:
-                slot["error"] = exc
+        except Exception:
+            # Refit each request alone (the same states, by the fit_batch contract), so that only
+            # the chains whose own fit fails stop; each reports it as its trainer's failure.
+            for request, slot in batch:
+                try:
+                    slot["state"] = self.trainer.fit(request)
+                except Exception as exc:
+                    slot["error"] = exc
         for _, slot in batch:
             slot["done"] = True
         self.cond.notify_all()
