@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 
 # The checks, in the order they run; PluginContract has one test method per check.
-CHECKS = ("bundle", "samples", "determinism", "nll-units", "metric-directions", "resume", "state")
+CHECKS = ("bundle", "samples", "determinism", "nll-units", "metric-directions", "resume", "state", "batch")
 
 # Sentences of CONTRIBUTING.md ("Writing a plugin" and the hook reference) that the checks enforce;
 # tests/test_conformance.py keeps them word for word in sync with the file.
@@ -38,6 +38,8 @@ CONTRACT = {
                   "must be deterministic for a seed, and a resumed run must end as an uninterrupted one.",
     "nats": "Log-likelihoods are in nats; `units` counts what they are over (dimensions, tokens, pixels).",
     "names": "Names are global: prefix protocol-specific metric names with your model's name.",
+    "batch": "Each state must equal, bit for bit, what `fit` returns for that request alone (resume and "
+             "determinism rely on it)",
     "presets": "Every model should have `smoke` (CPU, offline, seconds to minutes) and `paper`.",
     "direction": "`direction`: `higher`, `lower`, or `target` with `target` the value to be near.",
 }
@@ -820,6 +822,54 @@ class Conformance:
         return [Finding(name, True, f"stopping after generation {self.generations - 1} and extending to "
                         f"{self.generations} gives the uninterrupted run's samples and metrics.")]
 
+    def check_batch(self) -> list[Finding]:
+        """A trainer with ``fit_batch`` gives each request the state ``fit`` gives it alone, bit for
+        bit, in batches of any order (real data of two seeds and generation 0's samples)."""
+        from bench.components import FitRequest
+        from bench.loop import TRAIN, rng
+
+        name = "batch"
+        trainer = self.components()[0]
+        if trainer.fit_batch is None:
+            return [Finding(name, True, f"not applicable: trainer {trainer.name!r} has no fit_batch")]
+        spec, real = self.spec, self.real
+        state0 = self.state0()
+        synthetic = self.samples0()
+
+        def request(data, seed, k, init):
+            return FitRequest(data=data, validation=real.validation, start="pretrained" if k == 0 else spec.start,
+                              init=init, params=spec.params, rng=rng(seed, k, TRAIN), generation=k)
+
+        # Fresh requests for every call: a request's rng is consumed by the fit.
+        def requests():
+            return [request(real.train, spec.seed, 0, None), request(real.train, spec.seed + 1, 0, None),
+                    request(synthetic, spec.seed, 1, state0)]
+
+        alone = [trainer.fit(r) for r in requests()]
+        problems = []
+        for order in ((0, 1, 2), (2, 0, 1)):
+            batch = requests()
+            states = trainer.fit_batch([batch[i] for i in order])
+            if not isinstance(states, (list, tuple)) or len(states) != 3:
+                problems.append(f"fit_batch returned {type(states).__name__} of length "
+                                f"{len(states) if hasattr(states, '__len__') else '?'} for 3 requests")
+                break
+            for pos, i in enumerate(order):
+                got, want = states[pos], alone[i]
+                if not isinstance(got, Mapping) or set(got) != set(want):
+                    problems.append(f"request {i} in batch order {order}: keys "
+                                    f"{sorted(got) if isinstance(got, Mapping) else type(got).__name__} "
+                                    f"differ from fit's {sorted(want)}")
+                    continue
+                for key in want:
+                    if not _same(got[key], want[key]):
+                        problems.append(f"request {i} in batch order {order}: {key!r}: "
+                                        f"{_difference(got[key], want[key])}")
+        if problems:
+            return [Finding(name, False, f"fit_batch of {trainer.name!r} does not give the states fit gives "
+                            f"alone: {_listed(problems)}.{_contract('batch')}")]
+        return [Finding(name, True, f"fit_batch of {trainer.name!r} equals fit bit for bit on 3 requests in 2 orders")]
+
     def check_state(self) -> list[Finding]:
         """The trainer returns a flat dict of arrays; every saved state loads as one."""
         from bench import results as R
@@ -990,3 +1040,6 @@ class PluginContract:
 
     def test_state_is_flat_arrays(self):
         self._assert_check("state")
+
+    def test_fit_batch_equals_fit(self):
+        self._assert_check("batch")

@@ -365,3 +365,41 @@ def test_the_docs_shrinking_examples_resolve():
             assert spec.preset == "smoke" and all(spec.params[k] == v for k, v in cls.set.items())
         finally:
             cls.teardown_class()
+
+
+class BatchDrift:
+    """The toy model whose trainer's fit_batch pools the batch's data scale: not what fit gives."""
+
+    __name__ = "batch-drift"
+
+    @bench.hookimpl
+    def bench_register_models(self, register):
+        register(bench.ModelBundle(
+            name="bdrift", kind="vectors", load_real=toy_plugins._load_real, trainer="bdrift-fit",
+            generator="toy-sample", scorer="toy-loglik", metrics=("toy-train-size",),
+            params={"n": 40, "fail_at": -1}, presets={"smoke": {"generations": 2}}))
+
+    @bench.hookimpl
+    def bench_register_trainers(self, register):
+        def fit_batch(requests):
+            states = [toy_plugins._fit(r) for r in requests]
+            if len(requests) > 1:  # a batch-dependent rounding: std through a pooled rescaling
+                scale = np.mean([s["std"] for s in states])
+                for s in states:
+                    s["std"] = (s["std"] / scale) * scale
+            return states
+
+        register(bench.Trainer("bdrift-fit", toy_plugins._fit, fit_batch=fit_batch))
+
+
+def test_fit_batch_must_equal_fit_bit_for_bit():
+    findings = check_plugin("bdrift", extra_plugins=[toy_plugins.Toy(), BatchDrift()], checks=["batch"])
+    (finding,) = findings
+    assert not finding.ok and "does not give the states fit gives alone" in finding.message
+    assert "'std'" in finding.message
+
+
+def test_the_batched_gmm_trainer_passes_the_batch_check():
+    findings = check_plugin("gmm-batched", set={"n_samples": 200, "n_test": 100}, checks=["batch", "determinism"])
+    assert all(f.ok for f in findings), [str(f) for f in findings]
+    assert "equals fit bit for bit" in findings[0].message
