@@ -13,6 +13,8 @@ for policy in replace mix:0.1 accumulate; do
 done
 for policy in replace mix:0.1 accumulate accumulate-subsample; do
   bench run --plugin gmm --preset smoke --seeds 0-4 --policy "$policy" --out "$RUNS"
+  # the batched EM's own track (the five seeds fitted together in lockstep)
+  bench run --plugin gmm-batched --preset smoke --seeds 0-4 --policy "$policy" --out "$RUNS"
 done
 for policy in replace mix:0.1 accumulate; do
   bench run --plugin vae --preset smoke --seeds 0-2 --policy "$policy" --out "$RUNS"
