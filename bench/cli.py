@@ -351,8 +351,12 @@ def main(argv: list[str] | None = None) -> None:
     warnings.showwarning = _show_warning
     try:
         cli.main(args=argv, prog_name="bench", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("Aborted.", err=True)
+    except click.exceptions.Abort as exc:  # click turns Ctrl-C into Abort
+        if isinstance(exc.__cause__, KeyboardInterrupt):
+            click.echo("Interrupted. Finished generations are kept: run the same command again to resume.",
+                       err=True)
+        else:
+            click.echo("Aborted.", err=True)
         sys.exit(130)
     except click.ClickException as exc:
         exc.show()

@@ -100,3 +100,37 @@ def test_one_progress_display_for_the_group(batched, tmp_path, capsys):
     err = capsys.readouterr().err
     # one display counting the generations of both chains (2 x 5 rows), ending at the last one
     assert "btoy x2: generation 9/9" in err
+
+
+def test_ctrl_c_stops_a_lockstep_group_and_the_same_command_finishes_it(tmp_path):
+    """SIGINT to `bench run --seeds 0-2` of a batched trainer: exit 130, every chain interrupted with
+    its finished generations kept; the same command then ends as lone runs do."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import pandas as pd
+
+    cmd = [sys.executable, "-m", "bench.cli", "run", "--plugin", "gaussian-batched", "--preset", "smoke",
+           "--generations", "400", "--set", "n_samples=200", "--seeds", "0-2", "--out"]
+    cut = tmp_path / "cut"
+    proc = subprocess.Popen(cmd + [str(cut)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and len(list(cut.glob("*/gens/000020"))) < 3:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Interrupted" in err and "Traceback" not in err
+    runs = sorted(cut.glob("gaussian-batched-*"))
+    assert len(runs) == 3
+    for run in runs:
+        assert R.read_json(run / "run.json")["status"] == "interrupted"
+        assert 20 <= R.finished_generations(run) < 401
+    subprocess.run(cmd + [str(cut)], check=True, capture_output=True)
+    lone = tmp_path / "lone"
+    for seed in range(3):
+        one = [c if c != "0-2" else str(seed) for c in cmd]
+        subprocess.run(one + [str(lone)], check=True, capture_output=True)
+    pd.testing.assert_frame_equal(cb.metrics(lone), cb.metrics(cut))
