@@ -54,6 +54,7 @@ DISCRETE_SLACK = 1e-5
 CATEGORICAL_MASS_TOL = 1e-6
 DENSITY_MASS_TOL = 0.02
 DENSITY_GRID = 4001
+DENSITY_GRID_2D = 401  # points per axis for 2-D vectors (160,801 scored points)
 MAX_CATEGORICAL_STATES = 100_000
 # How many differences a message lists before it says "and N more".
 SHOWN = 5
@@ -302,6 +303,20 @@ class Conformance:
             # A fresh folder each time: runs left by an earlier check must not stand in for new ones.
             self.root = Path(tempfile.mkdtemp(prefix="conformance-", dir=workdir))
         self._memo: dict[str, tuple[bool, Any]] = {}
+
+    def validate(self) -> None:
+        """Raise BenchError when the arguments do not make a spec (an unknown plugin or preset, a
+        parameter the bundle does not have): a mistake of the caller, said once, not per check."""
+        from bench.errors import BenchError
+        from bench.plugins import suggest
+
+        if self.plugin not in self.bench.models:  # reported by the bundle check
+            return
+        params = self.bench.models.get(self.plugin).params
+        for key in self.overrides:
+            if key not in params and not key.startswith("policy."):
+                raise BenchError(f"conformance check of {self.plugin!r}: set={{{key!r}: ...}} names no parameter of "
+                                 f"the bundle.{suggest(key, params)} Its parameters: {', '.join(sorted(params))}.")
 
     def close(self) -> None:
         """Remove the temporary folder (when the kit made it)."""
@@ -685,8 +700,10 @@ class Conformance:
         mass = self._normalisation(scorer, state, samples)
         out = []
         if mass is None:
-            detail = ("the normalisation check needs a categorical model or 1-D vectors; "
-                      f"for {kind} only the shapes, signs and units were checked")
+            detail = ("the normalisation check needs a categorical model or 1-D or 2-D vectors; "
+                      f"for this {kind} model only the shapes, signs and units were checked")
+            out.append(Finding(name, True, "nats versus bits was not checked: " + detail
+                               + ". Test your scorer against a reference density in your own tests.", note=True))
         else:
             where, nats, bits = mass
             tol = CATEGORICAL_MASS_TOL if kind == "categorical" else DENSITY_MASS_TOL
@@ -724,6 +741,8 @@ class Conformance:
             return f"the states 0..{k - 1}", float(np.exp(loglik).sum()), float(np.exp2(loglik).sum())
         if kind == "vectors":
             parts = [np.asarray(s.data, dtype=np.float64) for s in (real.test, samples)]
+            if all(p.ndim == 2 and p.shape[1] == 2 for p in parts):
+                return self._normalisation_2d(scorer, state, np.concatenate(parts))
             if any(p.ndim != 2 or p.shape[1] != 1 for p in parts):
                 return None
             x = np.concatenate([p[:, 0] for p in parts])
@@ -739,6 +758,30 @@ class Conformance:
             return (f"a grid on [{grid[0]:.3g}, {grid[-1]:.3g}]", float(np.trapezoid(np.exp(loglik), grid)),
                     float(np.trapezoid(np.exp2(loglik), grid)))
         return None
+
+    def _normalisation_2d(self, scorer, state, x):
+        """The trapezoid integral of exp(loglik) and 2**loglik on a grid over 2-D vectors."""
+        from bench.components import Samples
+
+        x = x[np.isfinite(x).all(axis=1)]
+        if not x.size:
+            return None
+        axes = []
+        for j in range(2):
+            lo, hi = float(x[:, j].min()), float(x[:, j].max())
+            width = (hi - lo) or 1.0
+            axes.append(np.linspace(lo - width, hi + width, DENSITY_GRID_2D))
+        gx, gy = np.meshgrid(*axes, indexing="ij")
+        points = np.stack([gx.ravel(), gy.ravel()], axis=1).astype(np.asarray(self.real.test.data).dtype)
+        loglik = np.asarray(scorer.score(state, Samples("vectors", points), self.spec.params).loglik,
+                            dtype=np.float64).reshape(gx.shape)
+
+        def integral(values):
+            return float(np.trapezoid(np.trapezoid(values, axes[1], axis=1), axes[0]))
+
+        where = (f"a {DENSITY_GRID_2D}x{DENSITY_GRID_2D} grid on [{axes[0][0]:.3g}, {axes[0][-1]:.3g}] x "
+                 f"[{axes[1][0]:.3g}, {axes[1][-1]:.3g}]")
+        return where, integral(np.exp(loglik)), integral(np.exp2(loglik))
 
     def check_metric_directions(self) -> list[Finding]:
         """Every metric has a direction (and a target exactly for 'target'); every row carries it."""
@@ -955,6 +998,7 @@ def check_plugin(plugin: str, preset: str = "smoke", *, generations: int = 2, se
     conformance = Conformance(plugin, preset, generations=generations, seed=seed, set=set,
                               extra_plugins=extra_plugins, workdir=workdir)
     try:
+        conformance.validate()
         return conformance.run_all(checks)
     finally:
         conformance.close()
@@ -992,6 +1036,11 @@ class PluginContract:
         if shared is None:
             shared = Conformance(cls.plugin, cls.preset, generations=cls.generations, seed=cls.seed, set=cls.set,
                                  extra_plugins=cls.extra_plugins, workdir=cls.workdir)
+            try:
+                shared.validate()
+            except Exception:
+                shared.close()
+                raise
             cls._conformance = shared
         return shared
 
@@ -1008,9 +1057,11 @@ class PluginContract:
         from bench.errors import BenchError
 
         try:
-            findings = type(self).conformance().check(check)
-        except BenchError as exc:  # the class is set up wrongly, e.g. no plugin name
-            pytest.fail(f"{type(self).__name__}: {exc}", pytrace=False)
+            findings, setup_error = type(self).conformance().check(check), None
+        except BenchError as exc:  # the class is set up wrongly, e.g. no plugin name or a wrong `set`
+            findings, setup_error = [], f"{type(self).__name__}: {exc}"
+        if setup_error is not None:  # failed outside the except block: no chained traceback
+            pytest.fail(setup_error, pytrace=False)
         for finding in findings:
             if finding.note:
                 warnings.warn(ConformanceNote(f"{type(self).__name__} [{check}]: {finding.message}"), stacklevel=2)

@@ -270,11 +270,12 @@ class Run:
             self.log("warning: " + message)
         self.log(f"start: {spec.folder_name}, generations {done}..{spec.generations}"
                  + (" (resumed)" if done else ""))
-        self.b.emit("bench_run_started", run=self.info)
-        if progress is not None:
-            progress.start(total, done)
         status, error = "running", None
         try:
+            # inside the try: a logger that refuses to start fails the run, recorded as such
+            self.b.emit("bench_run_started", run=self.info)
+            if progress is not None:
+                progress.start(total, done)
             self.real = self._call("model", self.bundle.name, self.bundle.load_real, spec.params, spec.seed)
             self._fingerprint = self.real.fingerprint or None
             self._source = self.real.source or self.real.fingerprint or None
@@ -414,6 +415,12 @@ class Run:
         t = time.perf_counter()
         samples = self._call("generator", self.generator.name, self.generator.generate, state,
                              len(self.real.train), self.real.train, spec.params, rng(spec.seed, k, GENERATE))
+        if not isinstance(samples, Samples) or len(samples) != len(self.real.train):
+            got = f"{len(samples)} samples" if isinstance(samples, Samples) else type(samples).__name__
+            raise PluginFailure(
+                f"generator {self.generator.name!r} of plugin {self.b.owner('generators', self.generator.name).name!r} "
+                f"returned {got} at generation {k}; the harness asked for bench.Samples of n = "
+                f"{len(self.real.train)} (the real training set's size). `bench.conformance` checks this contract.")
         times["generate_s"] = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -573,6 +580,8 @@ class _Rendezvous:
     def fit(self, request: FitRequest):
         slot: dict[str, Any] = {}
         with self.cond:
+            if self.cancelled:  # the group was stopped: no chain starts another fit
+                raise KeyboardInterrupt
             self.pending.append((request, slot))
             if len(self.pending) >= self.active:
                 self._flush()
@@ -650,19 +659,33 @@ def run_group(b: Bench, specs: Sequence[Spec], out: Path, keep_states: str = "fi
             outcomes[i] = RunOutcome(run.path, spec, status, done, str(exc) or type(exc).__name__)
         finally:
             rendezvous.leave()
+            with finished:
+                stopped[0] += 1
+                finished.notify_all()
+
+    # The main thread waits on a condition, not in Thread.join: a Ctrl-C that lands inside join()
+    # can mark the joined thread as stopped while it still runs (CPython, bpo-45274), and the
+    # process would then exit under that chain before it records how it stopped.
+    finished, stopped = threading.Condition(), [0]
+
+    def wait_all(timeout: float | None = None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with finished:
+            while stopped[0] < len(specs):
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return
+                finished.wait(timeout=0.5 if left is None else min(left, 0.5))
 
     threads = [threading.Thread(target=chain, args=(i, spec), name=f"chain-{spec.seed}", daemon=True)
                for i, spec in enumerate(specs)]
     for t in threads:
         t.start()
     try:
-        for t in threads:
-            while t.is_alive():
-                t.join(timeout=0.5)
+        wait_all()
     except KeyboardInterrupt:
         rendezvous.cancel()  # chains stop at their next fit; finished generations stay
-        for t in threads:
-            t.join(timeout=30)
+        wait_all(timeout=60)
         raise
     if raise_errors:
         for exc in errors:

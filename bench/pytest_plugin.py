@@ -46,7 +46,14 @@ def bench_conformance(tmp_path_factory: pytest.TempPathFactory):
 
         if options.get("workdir") is None:
             options["workdir"] = tmp_path_factory.mktemp("bench-conformance")
-        findings = check_plugin(plugin, preset, **options)
+        from bench.errors import BenchError
+
+        try:
+            findings, error = check_plugin(plugin, preset, **options), None
+        except BenchError as exc:  # the arguments are wrong: say it once, without a traceback
+            findings, error = [], str(exc)
+        if error is not None:
+            pytest.fail(error, pytrace=False)
         for finding in findings:
             if finding.note:
                 warnings.warn(ConformanceNote(f"{plugin} [{finding.check}]: {finding.message}"), stacklevel=2)

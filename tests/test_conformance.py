@@ -155,11 +155,13 @@ def test_a_generator_returning_the_wrong_number_of_samples_fails_the_sample_chec
         return toy_plugins._generate(state, n - 1, prompts, params, rng)
 
     findings = check(Variant(generate=generate))
-    assert failed(findings) == {"samples"}
     text = message(findings, "samples")
     assert "asked for n = 40" in text and "returned 39" in text
-    assert "generation 0 of the run wrote 39 vectors samples; expected 40" in text
     assert CONTRACT["generate"] in text
+    # the harness itself refuses such samples, so the checks that need a run say why they could not
+    assert failed(findings) == {"samples", "determinism", "metric-directions", "resume", "state"}
+    assert "returned 39 samples at generation 0; the harness asked for bench.Samples of n = 40" in text
+    assert all("not checked: the run" in message(findings, c) for c in ("determinism", "resume", "state"))
 
 
 def test_randomness_outside_the_given_rng_fails_the_determinism_check():
@@ -297,31 +299,30 @@ def test_a_bundle_with_missing_parts_fails_the_fixture_listing_every_check(bench
 
 
 def test_the_contract_class_shares_five_runs_and_fails_the_right_method():
-    def generate(state, n, prompts, params, rng):
-        return toy_plugins._generate(state, n // 2, prompts, params, rng)
+    metric = LaxMetric("toy-train-size", toy_plugins._train_size, direction="up")
 
-    class HalfSamples(PluginContract):
+    class BadDirection(PluginContract):  # only its metric check fails
         plugin = "toy"
-        extra_plugins = (Variant(generate=generate, presets={"smoke": {}}),)
+        extra_plugins = (Variant(metric=metric, presets={"smoke": {}}),)
 
     methods = [name for name in dir(PluginContract) if name.startswith("test_")]
     assert len(methods) == len(CHECKS)
     try:
         for name in methods:
-            if name in ("test_sample_counts_and_kinds", "test_bundle_is_complete"):
+            if name in ("test_metric_directions_declared", "test_bundle_is_complete"):
                 continue
-            getattr(HalfSamples(), name)()  # passes
-        with pytest.raises(pytest.fail.Exception, match=r"asked for n = 40 samples .* returned 20"):
-            HalfSamples().test_sample_counts_and_kinds()
+            getattr(BadDirection(), name)()  # passes
+        with pytest.raises(pytest.fail.Exception, match=r"metric 'toy-train-size' has direction 'up'"):
+            BadDirection().test_metric_directions_declared()
         with pytest.warns(ConformanceNote, match="no `paper` preset"):
-            HalfSamples().test_bundle_is_complete()
-        root = HalfSamples.conformance().root
-        assert HalfSamples.conformance() is HalfSamples.conformance()
+            BadDirection().test_bundle_is_complete()
+        root = BadDirection.conformance().root
+        assert BadDirection.conformance() is BadDirection.conformance()
         # One run, its repeat, a resumed run (two calls in one folder) and one generation of seed 1.
         assert sorted(p.name for p in root.iterdir()) == ["main", "other-seed", "repeat", "resumed"]
         assert "_conformance" not in PluginContract.__dict__  # the cache belongs to the subclass
     finally:
-        HalfSamples.teardown_class()
+        BadDirection.teardown_class()
     assert not root.exists()
 
 
@@ -403,3 +404,44 @@ def test_the_batched_gmm_trainer_passes_the_batch_check():
     findings = check_plugin("gmm-batched", set={"n_samples": 200, "n_test": 100}, checks=["batch", "determinism"])
     assert all(f.ok for f in findings), [str(f) for f in findings]
     assert "equals fit bit for bit" in findings[0].message
+
+
+class GaussianInBits:
+    """The first-party 2-D gaussian bundle with a scorer that returns log2 likelihoods."""
+
+    __name__ = "gaussian-bits"
+
+    def __init__(self):
+        import dataclasses
+
+        from bench.plugins import Bench
+
+        b = Bench()
+        gaussian = b.models.get("gaussian")
+        self.loglik = b.scorers.get(gaussian.scorer).score
+        self.bundle = dataclasses.replace(gaussian, name="gbits", scorer="gaussian-bits")
+
+    @bench.hookimpl
+    def bench_register_models(self, register):
+        register(self.bundle)
+
+    @bench.hookimpl
+    def bench_register_scorers(self, register):
+        def score(state, samples, params):
+            s = self.loglik(state, samples, params)
+            return bench.Scores(s.loglik / math.log(2), s.units)
+
+        register(bench.Scorer("gaussian-bits", score))
+
+
+def test_2d_densities_are_integrated_so_bits_are_caught():
+    shrink = {"n_samples": 20, "n_test": 100}
+    (ok,) = [f for f in check_plugin("gaussian", set=shrink, checks=["nll-units"]) if not f.note]
+    assert ok.ok and "exp(loglik) sums to 1.00" in ok.message and "401x401 grid" in ok.message
+    (bad,) = check_plugin("gbits", set=shrink, extra_plugins=[GaussianInBits()], checks=["nll-units"])
+    assert not bad.ok and "the scorer returns log-likelihoods in bits: 2**loglik sums to 1.00" in bad.message
+
+
+def test_arguments_that_make_no_spec_raise_once():
+    with pytest.raises(BenchError, match=r"conformance check of 'gaussian': set=\{'nn': ...\} names no parameter"):
+        check_plugin("gaussian", set={"nn": 3})

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import bench
 import bench.api as cb
 from bench import results as R
 from bench.errors import BenchError, RunLocked
@@ -268,3 +269,41 @@ def test_a_small_history_budget_changes_nothing(toy_bench, tmp_path, monkeypatch
     a, b = cb.metrics(full), cb.metrics(lean)
     assert values(lean, "toy-train-size").tolist() == [40, 80, 120, 160, 200]
     assert a.sort_values(["generation", "metric"]).value.tolist() == b.sort_values(["generation", "metric"]).value.tolist()
+
+
+def test_a_logger_failing_at_the_start_fails_the_run_visibly(tmp_path):
+    class Refuses:
+        __name__ = "refuses"
+
+        @bench.hookimpl
+        def bench_run_started(self, run):
+            raise ValueError("no place to log")
+
+    b = Bench(extra_plugins=[toy_plugins.Toy(), Refuses()])
+    with pytest.raises(BenchError, match="no place to log"):
+        run_toy(b, tmp_path)
+    run_dir = next(tmp_path.glob("toy-*"))
+    assert R.read_json(run_dir / "run.json")["status"] == "failed"
+    assert "stop: failed" in (run_dir / "log.txt").read_text()
+
+
+def test_a_generator_returning_the_wrong_count_fails_the_run(tmp_path):
+    class Short(toy_plugins.Toy):
+        __name__ = "short"
+
+        @bench.hookimpl
+        def bench_register_models(self, register):
+            register(bench.ModelBundle(
+                name="short", kind="vectors", load_real=toy_plugins._load_real, trainer="toy-fit",
+                generator="short-sample", scorer="toy-loglik", params={"n": 40, "fail_at": -1},
+                presets={"smoke": {"generations": 2}}))
+
+        @bench.hookimpl
+        def bench_register_generators(self, register):
+            register(bench.Generator("short-sample", lambda s, n, p, params, r: toy_plugins._generate(s, n - 1, p, params, r)))
+
+        bench_register_trainers = bench_register_scorers = bench_register_metrics = None
+
+    b = Bench(extra_plugins=[toy_plugins.Toy(), Short()])
+    with pytest.raises(BenchError, match=r"returned 39 samples at generation 0; the harness asked for bench.Samples of n = 40"):
+        cb.run("short", out=tmp_path, bench=b)
