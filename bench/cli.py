@@ -85,7 +85,13 @@ def run(plugin, preset, generations, seeds, policy, start, sets, model, dataset,
         previous_tb = os.environ.get(ENV_TENSORBOARD)
         os.environ[ENV_TENSORBOARD] = str(Path(tensorboard).absolute())
     try:
-        api.execute(b, specs, out_dir, keep_states=keep_states, progress=True)
+        outcomes = api.execute(b, specs, out_dir, keep_states=keep_states, progress=True)
+        if tensorboard:  # runs already complete started no logger: log what they hold
+            from collapse_bench_plugins.tensorboard_logger import export
+
+            for outcome in outcomes:
+                if not (Path(tensorboard) / outcome.path.name).exists():
+                    export(outcome.path, tensorboard)
     finally:
         if tensorboard:  # only for this command: the API and later commands in-process stay unlogged
             if previous_tb is None:
@@ -151,7 +157,16 @@ def sweep(file, executor, workers, threads_per_worker, scheduler, slurm_partitio
         for line in S.dry_run_lines(b, sw):
             click.echo(line)
         return
-    result = S.run_sweep(b, sw, log=lambda message: click.echo(message, err=True))
+    import signal
+
+    def on_sigterm(signum, frame):  # a scheduler's or `kill`'s stop: as Ctrl-C, with a summary
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        result = S.run_sweep(b, sw, log=lambda message: click.echo(message, err=True))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     for line in result.lines():
         click.echo(line)
     if result.failed:

@@ -163,8 +163,9 @@ class Bench:
 
     def _collect(self) -> None:
         for kind, (hook, cls) in KINDS.items():
-            for impl in getattr(self.pm.hook, hook).get_hookimpls():
-                plugin = impl.plugin_name
+            # once per plugin: its caller runs every implementation it has of this hook
+            plugins = dict.fromkeys(impl.plugin_name for impl in getattr(self.pm.hook, hook).get_hookimpls())
+            for plugin in plugins:
                 registry = self.registries[kind]
                 names = self.infos[plugin].registers.setdefault(kind, [])
 
@@ -185,6 +186,9 @@ class Bench:
                 except Exception as exc:
                     raise PluginError(
                         f"plugin {plugin!r} raised in {hook}: {type(exc).__name__}: {exc}"
+                        + ("" if self.infos[plugin].first_party else
+                           f" (to run without it: BENCH_PLUGINS= loads no third-party plugin, "
+                           f"BENCH_PLUGINS=a,b only those)")
                     ) from exc
 
     def _caller(self, hook: str, plugin: str):

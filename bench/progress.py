@@ -16,8 +16,10 @@ def _clock(seconds: float) -> str:
 class Progress:
     """Shows generations done, the rate and the time left for one run."""
 
-    def __init__(self, label: str, stream: TextIO | None = None, interval: float = 5.0) -> None:
+    def __init__(self, label: str, stream: TextIO | None = None, interval: float = 5.0,
+                 chains: int | None = None) -> None:
         self.label = label
+        self.chains = chains  # a group: count generations done over all its chains
         self.stream = stream or sys.stderr
         self.interval = interval
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
@@ -49,8 +51,9 @@ class Progress:
             elapsed = now - self.t0
             rate = (done - self.first) / elapsed if elapsed > 0 else 0.0
             eta = (self.total - done) / rate if rate > 0 else 0.0
-            self._line(f"generation {done - 1}/{self.total - 1}, {rate:.3g} gen/s, "
-                       f"elapsed {_clock(elapsed)}, ETA {_clock(eta)}")
+            where = (f"generation {done - 1}/{self.total - 1}" if self.chains is None else
+                     f"{done}/{self.total} generations over {self.chains} chains")
+            self._line(f"{where}, {rate:.3g} gen/s, elapsed {_clock(elapsed)}, ETA {_clock(eta)}")
 
     def close(self) -> None:
         if self.bar is not None:
@@ -75,7 +78,7 @@ class GroupProgress:
         from bench import results as R
 
         self.lock = threading.Lock()
-        self.progress = Progress(label)
+        self.progress = Progress(label, chains=len(specs))
         self.done = {s.run_id: R.finished_generations(Path(out) / s.folder_name)
                      if (Path(out) / s.folder_name).is_dir() else 0 for s in specs}
         self.total = sum(s.generations + 1 for s in specs)

@@ -133,7 +133,10 @@ def _grid_axes(grid: Any, where: str) -> list[tuple[str, list[Any]]]:
             raise BenchError(f"{where}: grid axis {key!r} is given twice")
         seen.add(name)
         if key in ("seed", "seeds"):
-            axes.append(("seed", _seed_list(values, f"{where}: grid.{key}")))
+            seeds = _seed_list(values, f"{where}: grid.{key}")
+            if not seeds:
+                raise BenchError(f"{where}: grid.{key} is an empty list: a sweep over it would run nothing")
+            axes.append(("seed", seeds))
             continue
         if not isinstance(values, list):
             raise BenchError(f"{where}: grid.{key} must be a list of values, got {values!r} "
@@ -197,6 +200,9 @@ def expand(b: Bench, data: Mapping[str, Any], where: str = "sweep") -> tuple[lis
                                policy=values["policy"], start=values["start"], overrides=overrides,
                                metrics=values["metrics"], trainer=values["trainer"],
                                generator=values["generator"], scorer=values["scorer"])
+                bundle = b.models.get(spec.plugin)
+                if bundle.check is not None:  # the model's own check, as `bench run` makes it
+                    bundle.check(spec.params)
             except BenchError as exc:
                 hint = "".join(f" (or is grid key {k!r} the axis {_near_axis(k)!r}?)" for k in keys
                                if k not in AXES and _near_axis(k) and repr(k) in str(exc))
@@ -409,6 +415,13 @@ def run_sweep(b: Bench, sweep: Sweep, log: Callable[[str], None] | None = None) 
     summary of what ended so far, then propagates.
     """
     log = log or (lambda message: None)
+    if sweep.summary is not None:  # a summary that cannot be written is a mistake found before the work
+        folder = Path(sweep.summary).absolute().parent
+        probe = folder
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        if not probe.is_dir() or not os.access(probe, os.W_OK):
+            raise BenchError(f"--summary {sweep.summary}: cannot write into {folder}; choose a writable place")
     executor = b.executors.get(sweep.executor)
     settings = sweep.settings(log, b)
     stamp = time.strftime("%Y%m%d-%H%M%S")

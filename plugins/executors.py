@@ -56,8 +56,13 @@ def _init_pool_worker(stop) -> None:
     global _STOP
     _STOP = stop
 
+    interrupted = []
+
     def on_sigint(signum, frame):
-        if _IN_TASK:
+        # once: the terminal's Ctrl-C and the sweep's own signal may both arrive, and a second
+        # KeyboardInterrupt must not cut short the run recording how it stopped
+        if _IN_TASK and not interrupted:
+            interrupted.append(signum)
             raise KeyboardInterrupt
 
     signal.signal(signal.SIGINT, on_sigint)
@@ -136,6 +141,14 @@ def run_local(tasks: Sequence[Task], settings: ExecutorSettings) -> Iterator[Tas
             yield from results
     except BaseException:  # KeyboardInterrupt, or the sweep stopped reading (GeneratorExit)
         stop.set()
+        # Interrupt the runs in progress also when only this process got the signal (a SIGTERM
+        # from a scheduler, `kill` of the sweep): they record "interrupted" and keep their
+        # finished generations. (The pool has no public list of its processes.)
+        for process in list(getattr(pool, "_processes", {}).values()):
+            try:
+                os.kill(process.pid, signal.SIGINT)
+            except (OSError, AttributeError):
+                pass
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     pool.shutdown(wait=True)

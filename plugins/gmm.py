@@ -178,6 +178,16 @@ def _check_params(params) -> None:
         )
 
 
+def check(params) -> list[str]:
+    """The bundle's check before a run starts: impossible settings end with a message."""
+    try:
+        _check_params(params)
+        true_mixture(params["data"])
+    except ValueError as exc:
+        raise bench.BenchError(str(exc)) from None
+    return []
+
+
 def load_real(params, seed: int) -> RealData:
     """Train (n_samples), test and validation (n_test each) drawn from the true density."""
     _check_params(params)
@@ -321,6 +331,7 @@ def bench_register_models(register) -> None:
             name="gmm",
             kind="vectors",
             load_real=load_real,
+            check=check,
             trainer="gmm-em",
             generator="gmm-sample",
             scorer="gmm-loglik",

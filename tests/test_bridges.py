@@ -346,6 +346,11 @@ def test_cli_tensorboard_option(tmp_path, monkeypatch, capsys):
     assert "tensorboard --logdir tb" in out
     (run_path,) = R.find_runs([tmp_path / "res"])
     _assert_scalars_match(tmp_path / "tb" / run_path.name, run_path, 2)
+    # the same command on the complete run, to a new folder: what the run holds is logged there
+    code, out, err = bench_cli(capsys, "run", "--plugin", "gaussian", "--preset", "smoke", "-g", "2", "-o", "res",
+                               "--tensorboard", "tb2")
+    assert code == 0, err
+    _assert_scalars_match(tmp_path / "tb2" / run_path.name, run_path, 2)
 
 
 def test_cli_tensorboard_missing_says_how_to_install(tmp_path, monkeypatch, capsys):

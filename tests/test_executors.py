@@ -206,3 +206,36 @@ def test_slurm_without_slurm_says_how_to_run_locally(monkeypatch, tmp_path):
     monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(BenchError, match="cluster: local"):
         E.check_slurm(S.ExecutorSettings(out=tmp_path, options=dict(E.SLURM_OPTIONS)))
+
+
+def test_sigterm_to_the_sweep_alone_stops_its_workers_too(tmp_path):
+    """A scheduler or `kill` signals only the sweep process: its workers must stop with it."""
+    import subprocess
+
+    path = write_sweep(tmp_path / "s.yaml", "plugin: gaussian\ngenerations: 400\nseeds: 0-4\n")
+    out = tmp_path / "r"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "sweep", str(path), "--out", str(out), "-w", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not any(R.finished_generations(f) >= 2 for f in out.glob("gaussian-*")):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the sweep made no progress"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)  # to the sweep process only, not its group
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, stderr
+    (summary,) = [json.loads(p.read_text()) for p in (out / S.SUMMARY_DIR).glob("*.json")]
+    assert summary["counts"]["interrupted"] >= 1 and summary["counts"]["failed"] == 0
+    time.sleep(1.5)  # a worker left running would go on writing generations
+    before = {f.name: R.finished_generations(f) for f in out.glob("gaussian-*")}
+    time.sleep(1.0)
+    assert {f.name: R.finished_generations(f) for f in out.glob("gaussian-*")} == before
+    assert all(n < 401 for n in before.values())
+    statuses = {R.read_json(f / "run.json")["status"] for f in out.glob("gaussian-*")}
+    assert "running" not in statuses, statuses

@@ -99,7 +99,7 @@ def test_one_progress_display_for_the_group(batched, tmp_path, capsys):
     cb.run("btoy", seeds="0-1", out=tmp_path, bench=b, progress=True)
     err = capsys.readouterr().err
     # one display counting the generations of both chains (2 x 5 rows), ending at the last one
-    assert "btoy x2: generation 9/9" in err
+    assert "btoy x2: 10/10 generations over 2 chains" in err
 
 
 def test_ctrl_c_stops_a_lockstep_group_and_the_same_command_finishes_it(tmp_path):

@@ -98,3 +98,23 @@ def test_trace_env_var_prints_hook_calls(third_party):
     proc = subprocess.run([sys.executable, "-m", "bench.cli", "plugins"], env=dict(third_party, BENCH_TRACE="1"),
                           capture_output=True, text=True)
     assert "[bench trace] bench_register_policies" in proc.stderr and "extra" in proc.stderr
+
+
+def test_a_plugin_with_two_implementations_of_one_hook_registers_each_once():
+    import bench
+    from bench.plugins import Bench
+
+    class TwoMetricHooks:
+        __name__ = "two-hooks"
+
+        @bench.hookimpl(specname="bench_register_metrics")
+        def first(self, register):
+            register(bench.Metric("two-a", lambda ctx: 0.0, direction="lower"))
+
+        @bench.hookimpl(specname="bench_register_metrics")
+        def second(self, register):
+            register(bench.Metric("two-b", lambda ctx: 0.0, direction="lower"))
+
+    b = Bench(extra_plugins=[TwoMetricHooks()])
+    assert {"two-a", "two-b"} <= set(b.metrics.names())
+    assert sorted(b.plugin_info("two-hooks").registers["metrics"]) == ["two-a", "two-b"]

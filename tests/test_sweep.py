@@ -331,3 +331,33 @@ def test_two_sweeps_at_once_on_one_folder_lose_nothing(tmp_path):
         (folder,) = [f for f in folders if f"-mix-0.5-s{seed}-" in f.name]
         reference = cb.run("gaussian", seeds=seed, generations=40, policy="mix:0.5", out=tmp_path / "ref")[0].path
         assert_same_results(folder, reference)
+
+
+@pytest.mark.parametrize("grid, expected", [
+    ("grid:\n  seed: []\n", "grid.seed is an empty list"),
+    ("grid:\n  policy: []\n", "grid.policy is an empty list"),
+])
+def test_an_empty_grid_axis_is_a_mistake(capsys, tmp_path, grid, expected):
+    path = tmp_path / "s.yaml"
+    path.write_text("plugin: gaussian\ngenerations: 2\n" + grid)
+    code, _, err = bench_cli(capsys, "sweep", path, "--out", tmp_path / "r")
+    assert code == 2 and expected in err and not (tmp_path / "r").exists()
+
+
+def test_an_unwritable_summary_is_refused_before_any_run(capsys, tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("plugin: gaussian\ngenerations: 2\n")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    code, _, err = bench_cli(capsys, "sweep", path, "--out", tmp_path / "r", "--summary", blocker / "x.json")
+    assert code == 2 and "--summary" in err and "cannot write" in err
+    assert not list((tmp_path / "r").glob("gaussian-*"))  # no run started
+
+
+def test_a_value_the_model_refuses_is_found_before_any_run(capsys, tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("plugin: gmm\ngenerations: 2\ngrid:\n  n_samples: [50, 1]\n")
+    code, _, err = bench_cli(capsys, "sweep", path, "--out", tmp_path / "r")
+    assert code == 2
+    assert "grid entry n_samples=1" in err and "must be at least n_components (2)" in err
+    assert not list((tmp_path / "r").glob("gmm-*"))
