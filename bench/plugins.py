@@ -187,8 +187,9 @@ class Bench:
                     raise PluginError(
                         f"plugin {plugin!r} raised in {hook}: {type(exc).__name__}: {exc}"
                         + ("" if self.infos[plugin].first_party else
-                           f" (to run without it: BENCH_PLUGINS= loads no third-party plugin, "
-                           f"BENCH_PLUGINS=a,b only those)")
+                           " (to run without it: BENCH_PLUGINS=" + ",".join(
+                               n for n, i in self.infos.items() if not i.first_party and n != plugin)
+                           + " loads only the other third-party plugins)")
                     ) from exc
 
     def _caller(self, hook: str, plugin: str):

@@ -118,3 +118,21 @@ def test_a_plugin_with_two_implementations_of_one_hook_registers_each_once():
     b = Bench(extra_plugins=[TwoMetricHooks()])
     assert {"two-a", "two-b"} <= set(b.metrics.names())
     assert sorted(b.plugin_info("two-hooks").registers["metrics"]) == ["two-a", "two-b"]
+
+
+def test_a_broken_third_party_plugin_says_how_to_run_without_it():
+    import pytest
+
+    import bench
+    from bench.plugins import Bench, PluginError
+
+    class Broken:
+        __name__ = "broken"
+
+        @bench.hookimpl
+        def bench_register_metrics(self, register):
+            raise RuntimeError("cannot find my metric module")
+
+    with pytest.raises(PluginError, match=r"plugin 'broken' raised in bench_register_metrics: RuntimeError: "
+                                          r"cannot find my metric module \(to run without it: BENCH_PLUGINS="):
+        Bench(extra_plugins=[Broken()])
