@@ -13,6 +13,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 from importlib import metadata
+from pathlib import Path
 from typing import Any, Iterable
 
 import pluggy
@@ -201,15 +202,23 @@ class Bench:
         return self._callers[key]
 
     def _enable_tracing(self) -> None:
+        import time
+
+        started: dict[int, float] = {}
+
         def before(hook_name, hook_impls, kwargs):
             names = ", ".join(impl.plugin_name for impl in hook_impls)
             args = ", ".join(f"{k}={_short(v)}" for k, v in kwargs.items())
             print(f"[bench trace] {hook_name}({args}) -> [{names}]", file=sys.stderr)
+            started[id(kwargs)] = time.perf_counter()
 
         def after(outcome, hook_name, hook_impls, kwargs):
+            ms = (time.perf_counter() - started.pop(id(kwargs), time.perf_counter())) * 1e3
             exc = outcome.exception
             if exc is not None:
-                print(f"[bench trace] {hook_name} raised {type(exc).__name__}: {exc}", file=sys.stderr)
+                print(f"[bench trace] {hook_name} raised {type(exc).__name__}: {exc} ({ms:.1f} ms)", file=sys.stderr)
+            elif not hook_name.startswith("bench_register_"):
+                print(f"[bench trace] {hook_name} done in {ms:.1f} ms", file=sys.stderr)
 
         self.pm.add_hookcall_monitoring(before, after)
 
@@ -244,5 +253,12 @@ def _normalise(dist: str) -> str:
 
 
 def _short(value: Any) -> str:
+    """A hook argument as the trace shows it: what it is, not its repr's noise."""
+    if callable(value) and getattr(value, "__name__", "") == "register":
+        return "register"
+    if hasattr(value, "run_id") and hasattr(value, "path"):  # a RunInfo
+        return f"<run {Path(value.path).name}, {getattr(value, 'done', 0)} done>"
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        return f"<{len(value)} metric rows>"
     text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    return text if len(text) <= 80 else text[:77] + "..."
