@@ -81,6 +81,10 @@ def module_files(path: str | Path) -> tuple[Path, list[Path]]:
     """The module's script and the files its version hashes (for a folder every file in it but
     hidden ones and ``__pycache__``; for a script the script alone)."""
     p = Path(path).expanduser()
+    # hub ids look like 'bleu' or 'org/name'; paths start with . / ~ or name a .py file
+    looks_like_path = isinstance(path, Path) or str(path).startswith((".", "/", "~")) or str(path).endswith(".py")
+    if not p.exists() and looks_like_path:
+        raise BenchError(f"evaluate module {str(path)!r}: no such file or folder ({p.absolute()})")
     if not p.exists():
         raise BenchError(
             f"evaluate module {str(path)!r} is not a local file or folder. collapse-bench loads evaluate "

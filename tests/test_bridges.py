@@ -418,3 +418,8 @@ def test_docs_examples_run(tmp_path):
         samples, _ = R.read_samples(outcome.path / "gens" / R.gen_name(k) / "samples.parquet")
         (value,) = table[table.generation == k].value
         assert value == pytest.approx(np.mean(samples.data == 0), rel=1e-12)
+
+
+def test_a_missing_local_path_is_named_as_such():
+    with pytest.raises(BenchError, match=r"evaluate module './no/such_metric.py': no such file or folder"):
+        evaluate_metric("./no/such_metric.py", name="x", direction="higher").compute(None)
