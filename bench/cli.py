@@ -221,9 +221,11 @@ def runs(results, as_json):
         return
     width = max(len(s.path.name) for s in states)
     for s in states:
-        gens = f"{s.done}/{s.requested + 1}" if s.requested is not None else str(s.done)
+        # the last finished generation over the last asked for, as the progress line counts
+        last = str(s.done - 1) if s.done > 0 else "-"
+        gens = f"{last}/{s.requested}" if s.requested is not None else last
         reason = f"  {s.reason}" if s.reason else ""
-        click.echo(f"{s.path.name:<{width}}  {s.state:<9} generations {gens:>11}{reason}")
+        click.echo(f"{s.path.name:<{width}}  {s.state:<9} generation {gens:>11}{reason}")
     counts = {}
     for s in states:
         counts[s.state] = counts.get(s.state, 0) + 1

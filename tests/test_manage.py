@@ -35,6 +35,8 @@ def test_runs_lists_states_and_reasons(capsys, tmp_path, runs, monkeypatch):
     assert states[failed.name]["state"] == "failed" and "boom" in states[failed.name]["reason"]
     assert states[partial.name]["state"] == "partial" and states[partial.name]["done"] == 4
     assert "1 failed, 1 partial, 1 running" in out and "boom" in out
+    line = next(row for row in out.splitlines() if row.startswith(partial.name))
+    assert "generation         3/8" in line  # generations 0..3 finished of 0..8 asked for
     code, out, err = bench_cli(capsys, "runs", str(tmp_path))
     assert states[runs[0].path.name]["requested"] == 4 and "1 complete" in out
 
