@@ -166,13 +166,14 @@ def test_a_preempted_slurm_job_is_requeued_and_resumes(tmp_path):
     assert_same_results(folder, reference)
 
 
-def test_ctrl_c_stops_the_local_pool_and_the_runs_keep_their_generations(tmp_path):
+def signalled_sweep(tmp_path, send):
+    """A real `bench sweep` of five long gaussian chains on two workers, stopped by ``send(proc)``
+    once a run has two generations; returns (exit code, stderr, summary, output folder)."""
     import subprocess
 
     path = write_sweep(tmp_path / "s.yaml", "plugin: gaussian\ngenerations: 400\nseeds: 0-4\n")
     out = tmp_path / "r"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    # A terminal's Ctrl-C: SIGINT to the whole process group (the sweep and its workers).
     proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "sweep", str(path), "--out", str(out), "-w", "2"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                             start_new_session=True,
@@ -183,13 +184,19 @@ def test_ctrl_c_stops_the_local_pool_and_the_runs_keep_their_generations(tmp_pat
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "the sweep made no progress"
             time.sleep(0.02)
-        os.killpg(proc.pid, signal.SIGINT)
+        send(proc)
         _, stderr = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 130, stderr
     (summary,) = [json.loads(p.read_text()) for p in (out / S.SUMMARY_DIR).glob("*.json")]
+    return proc.returncode, stderr, summary, out
+
+
+def test_ctrl_c_stops_the_local_pool_and_the_runs_keep_their_generations(tmp_path):
+    # A terminal's Ctrl-C: SIGINT to the whole process group (the sweep and its workers).
+    code, stderr, summary, out = signalled_sweep(tmp_path, lambda proc: os.killpg(proc.pid, signal.SIGINT))
+    assert code == 130, stderr
     assert summary["counts"]["interrupted"] >= 1 and summary["counts"]["failed"] == 0
     assert "interrupted: run the same sweep again" in stderr
     # no worker goes on in the background: what is on disk stays as the summary left it
@@ -210,27 +217,8 @@ def test_slurm_without_slurm_says_how_to_run_locally(monkeypatch, tmp_path):
 
 def test_sigterm_to_the_sweep_alone_stops_its_workers_too(tmp_path):
     """A scheduler or `kill` signals only the sweep process: its workers must stop with it."""
-    import subprocess
-
-    path = write_sweep(tmp_path / "s.yaml", "plugin: gaussian\ngenerations: 400\nseeds: 0-4\n")
-    out = tmp_path / "r"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "sweep", str(path), "--out", str(out), "-w", "2"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            start_new_session=True)
-    try:
-        deadline = time.monotonic() + 60
-        while not any(R.finished_generations(f) >= 2 for f in out.glob("gaussian-*")):
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "the sweep made no progress"
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGTERM)  # to the sweep process only, not its group
-        _, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 130, stderr
-    (summary,) = [json.loads(p.read_text()) for p in (out / S.SUMMARY_DIR).glob("*.json")]
+    code, stderr, summary, out = signalled_sweep(tmp_path, lambda proc: proc.send_signal(signal.SIGTERM))
+    assert code == 130, stderr
     assert summary["counts"]["interrupted"] >= 1 and summary["counts"]["failed"] == 0
     time.sleep(1.5)  # a worker left running would go on writing generations
     before = {f.name: R.finished_generations(f) for f in out.glob("gaussian-*")}
