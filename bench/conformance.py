@@ -83,6 +83,21 @@ class ConformanceNote(UserWarning):
     """Advice from the conformance kit that does not fail a check (shown in pytest's warning summary)."""
 
 
+def fail_on_breaches(findings: list[Finding], who: str, headline: str) -> list[Finding]:
+    """In a pytest test: notes become ConformanceNote warnings, breaches fail the test (listing
+    each under ``headline``); returns the findings when nothing failed."""
+    import pytest
+
+    for finding in findings:
+        if finding.note:
+            warnings.warn(ConformanceNote(f"{who} [{finding.check}]: {finding.message}"), stacklevel=3)
+    failed = [f for f in findings if not f.ok]
+    if failed:
+        pytest.fail(headline.replace("{checks}", str(len({f.check for f in failed}))) + ":\n"
+                    + "\n".join(str(f) for f in failed), pytrace=False)
+    return findings
+
+
 def format_findings(findings: Iterable[Finding]) -> str:
     """The failed findings first, then the notes, one per paragraph."""
     findings = list(findings)
@@ -1062,14 +1077,9 @@ class PluginContract:
             findings, setup_error = [], f"{type(self).__name__}: {exc}"
         if setup_error is not None:  # failed outside the except block: no chained traceback
             pytest.fail(setup_error, pytrace=False)
-        for finding in findings:
-            if finding.note:
-                warnings.warn(ConformanceNote(f"{type(self).__name__} [{check}]: {finding.message}"), stacklevel=2)
-        failed = [f for f in findings if not f.ok]
-        if failed:
-            pytest.fail(f"{type(self).__name__} ({self.plugin!r}, preset {self.preset!r}) breaks the plugin "
-                        "contract:\n" + "\n".join(str(f) for f in failed), pytrace=False)
-        return findings
+        return fail_on_breaches(findings, type(self).__name__,
+                                f"{type(self).__name__} ({self.plugin!r}, preset {self.preset!r}) breaks the "
+                                "plugin contract")
 
     def test_bundle_is_complete(self):
         self._assert_check("bundle")

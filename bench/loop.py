@@ -169,6 +169,7 @@ class Run:
         self.info = RunInfo(self.path, spec, spec.run_id)
         self.fit = self.trainer.fit  # run_group points this at the group's batched fit
         self._history: dict[int, Samples] = {}  # S_j by j, newest last, at most HISTORY_BYTES
+        self._history_bytes = 0
         self._rows: dict[int, list[dict[str, Any]]] = {}  # metric rows written by this process
         self._pretrained = None
         self._ref_test = None  # M_0's scores of the real test set, once a metric asked for them
@@ -478,12 +479,13 @@ class Run:
     def _remember(self, key: int, samples: Samples) -> None:
         """Keep S_key in memory; drop the oldest kept sets beyond HISTORY_BYTES (the newest stays).
         Policies that read older sets get them back from the generation folders."""
-        self._history.pop(key, None)
+        replaced = self._history.pop(key, None)
+        self._history_bytes -= replaced.data.nbytes if replaced is not None else 0
         self._history[key] = samples
-        total = sum(s.data.nbytes for s in self._history.values())
-        while total > HISTORY_BYTES and len(self._history) > 1:
+        self._history_bytes += samples.data.nbytes
+        while self._history_bytes > HISTORY_BYTES and len(self._history) > 1:
             oldest = next(iter(self._history))
-            total -= self._history.pop(oldest).data.nbytes
+            self._history_bytes -= self._history.pop(oldest).data.nbytes
 
     def _prune_states(self, k: int) -> None:
         """Keep M_0 and the newest state; others per ``keep_states`` (first-last, all, every:N)."""

@@ -11,7 +11,6 @@ See docs/conformance.md; the class-based alternative is ``bench.conformance.Plug
 
 from __future__ import annotations
 
-import warnings
 
 import pytest
 
@@ -42,7 +41,7 @@ def bench_conformance(tmp_path_factory: pytest.TempPathFactory):
     check; notes become ConformanceNote warnings. It returns the findings when all checks pass."""
 
     def check(plugin: str, preset: str = "smoke", **options):
-        from bench.conformance import ConformanceNote, check_plugin
+        from bench.conformance import check_plugin, fail_on_breaches
 
         if options.get("workdir") is None:
             options["workdir"] = tmp_path_factory.mktemp("bench-conformance")
@@ -54,14 +53,7 @@ def bench_conformance(tmp_path_factory: pytest.TempPathFactory):
             findings, error = [], str(exc)
         if error is not None:
             pytest.fail(error, pytrace=False)
-        for finding in findings:
-            if finding.note:
-                warnings.warn(ConformanceNote(f"{plugin} [{finding.check}]: {finding.message}"), stacklevel=2)
-        failed = [f for f in findings if not f.ok]
-        if failed:
-            checks = len({f.check for f in failed})
-            pytest.fail(f"model bundle {plugin!r} (preset {preset!r}) breaks the plugin contract in {checks} "
-                        "check(s):\n" + "\n".join(str(f) for f in failed), pytrace=False)
-        return findings
+        return fail_on_breaches(findings, plugin, f"model bundle {plugin!r} (preset {preset!r}) breaks the "
+                                "plugin contract in {checks} check(s)")
 
     return check
