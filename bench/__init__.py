@@ -3,8 +3,10 @@
 from bench.components import (
     FitRequest,
     Generator,
+    Headline,
     Metric,
     MetricContext,
+    Mitigation,
     ModelBundle,
     Policy,
     PolicyContext,
@@ -13,6 +15,8 @@ from bench.components import (
     Scorer,
     Scores,
     Trainer,
+    Verifier,
+    VerifyContext,
 )
 from bench.errors import BenchError
 from bench.executors import Executor
@@ -25,8 +29,10 @@ __all__ = [
     "Executor",
     "FitRequest",
     "Generator",
+    "Headline",
     "Metric",
     "MetricContext",
+    "Mitigation",
     "ModelBundle",
     "Policy",
     "PolicyContext",
@@ -35,5 +41,7 @@ __all__ = [
     "Scorer",
     "Scores",
     "Trainer",
+    "Verifier",
+    "VerifyContext",
     "hookimpl",
 ]

@@ -13,7 +13,7 @@ every kind. Model state is a flat ``dict[str, np.ndarray]``: saved as safetensor
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Collection, Mapping, Sequence
 
 import numpy as np
 
@@ -113,6 +113,41 @@ class FitRequest:
     generation: int
 
 
+# What a model bundle's data source may offer (``ModelBundle.provides``), and what policies,
+# verifiers and mitigations may need (their ``needs``):
+FEATURES = {
+    "exact-loglik": "the true density of the real data is known (RealData.true_loglik)",
+    "fresh-data": "the source draws new, unseen real samples (RealData.fresh)",
+    "reference-classifier": "a classifier trained on the real data scores samples (images)",
+    "token-probs": "the model gives per-token predictive distributions (token tracks)",
+}
+COLLAPSE_MODES = ("diff", "ratio")
+
+
+@dataclass(frozen=True)
+class Headline:
+    """A track's headline metric: finite by construction, ranked in the suite table, and the rule
+    behind "generations to collapse": the first generation g at which the metric row ``metric``
+    moves the wrong way (by its direction) past ``threshold`` relative to generation 0:
+    ``value_g - value_0`` (``mode="diff"``) or ``value_g / value_0`` (``mode="ratio"``).
+    For a ``lower`` metric collapse is ``diff >= threshold`` (or ``ratio >= threshold``); for a
+    ``higher`` one ``diff <= -threshold`` (or ``ratio <= threshold``). ``why`` says in a sentence
+    why this metric and threshold.
+    """
+
+    metric: str
+    threshold: float
+    mode: str = "diff"
+    why: str = ""
+
+    def __post_init__(self) -> None:
+        if self.mode not in COLLAPSE_MODES:
+            raise ValueError(f"headline {self.metric!r}: mode must be one of {COLLAPSE_MODES}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"metric": self.metric, "threshold": self.threshold, "mode": self.mode, "why": self.why}
+
+
 @dataclass(frozen=True)
 class ModelBundle:
     """What ``--plugin NAME`` selects: the real-data source, default components, metrics, presets.
@@ -126,7 +161,9 @@ class ModelBundle:
     machine, not of the model, so they differ between otherwise equal runs.
     ``leaderboard_metrics`` names the track's main metrics, those the overall rank is built from
     (metric rows, e.g. ``gmm-std/0``, or metric names covering all their rows); empty means every
-    metric with a direction.
+    metric with a direction. ``provides`` lists what the data source offers (see
+    :data:`FEATURES`), or is a function of the params giving it (a preset may change the source).
+    ``headline`` declares the track's headline metric and collapse threshold (:class:`Headline`).
     """
 
     name: str
@@ -144,6 +181,13 @@ class ModelBundle:
     check: Callable[[Params], Sequence[str]] | None = None
     throughput: bool = False
     leaderboard_metrics: tuple[str, ...] = ()
+    provides: "Callable[[Params], Collection[str]] | Collection[str]" = ()
+    headline: "Headline | None" = None
+
+    def features(self, params: Params) -> frozenset[str]:
+        """What this bundle's data source offers for these params (see :data:`FEATURES`)."""
+        given = self.provides(params) if callable(self.provides) else self.provides
+        return frozenset(given)
 
 
 @dataclass(frozen=True)
@@ -165,6 +209,7 @@ class Trainer:
     kinds: tuple[str, ...] = SAMPLE_KINDS
     version: str = "1"
     fit_batch: Callable[[Sequence[FitRequest]], list[State]] | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -260,7 +305,15 @@ class PolicyContext:
     """What a policy sees when it builds D_{k+1} (``generation`` is k+1).
 
     ``synthetic`` is [S_1, ..., S_{k+1}]; ``score(samples)`` scores under the current model M_k
-    (for curation); ``real.fresh`` draws unseen real data where the source has it.
+    (for curation); ``real.fresh`` draws unseen real data where the source has it. ``params`` are
+    the policy's own parameters.
+
+    For policies that select (``Policy.candidates``): ``candidates`` is S_{k+1} followed by the
+    extra samples the harness drew from M_k for it (as many in all as the policy asked for), and
+    ``verify(samples)`` gives each sample's score under the verifier the policy's ``verifier``
+    parameter names (higher = more plausible). ``state`` is M_k's state and ``model_params`` the
+    run's model parameters, for policies that query the model themselves (token-edit).
+    ``record`` collects counts for the generation's info.json (``record["synthetic_kept"] = m``).
     """
 
     generation: int
@@ -269,6 +322,11 @@ class PolicyContext:
     params: Params
     rng: np.random.Generator
     score: Callable[[Samples], Scores]
+    candidates: Samples | None = None
+    verify: Callable[[Samples], np.ndarray] | None = None
+    state: State | None = None
+    model_params: Params = field(default_factory=dict)
+    record: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -276,14 +334,89 @@ class Policy:
     """Builds the training data D_{k+1} of the next generation: ``build(ctx) -> Samples``.
 
     ``params`` are the defaults; ``positional`` names the parameter that ``name:VALUE`` sets on the
-    command line (``mix:0.1`` sets ``p``). ``validate(params)`` raises ValueError with a message for
-    the user.
+    command line (``mix:0.1`` sets ``p``), or several (``("k", "verifier")``: ``best-of:4,m0``).
+    ``validate(params)`` raises ValueError with a message for the user.
+
+    ``candidates(params, n)`` is how many samples of M_k the policy needs in all (at least n, the
+    real training set's size); the harness draws the extra ones and passes them in
+    ``ctx.candidates``. ``needs`` lists bundle features (:data:`FEATURES`) without which the
+    policy does not apply; ``kinds`` the sample kinds it handles. ``citation`` names the paper.
     """
 
     name: str
     build: Callable[[PolicyContext], Samples]
     params: Mapping[str, Any] = field(default_factory=dict)
-    positional: str | None = None
+    positional: "str | tuple[str, ...] | None" = None
     validate: Callable[[Params], None] | None = None
     description: str = ""
     version: str = "1"
+    candidates: Callable[[Params, int], int] | None = None
+    needs: tuple[str, ...] = ()
+    kinds: tuple[str, ...] = SAMPLE_KINDS
+    citation: str = ""
+
+
+@dataclass(frozen=True)
+class VerifyContext:
+    """What a verifier sees: the real data, M_k (the model that drew the candidates), M_0, the
+    bundle's scorer (``score(state, samples) -> Scores``) and the run's model parameters."""
+
+    generation: int
+    real: RealData
+    state: State
+    reference_state: State
+    score: Callable[[State, Samples], Scores]
+    params: Params
+    cache: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Verifier:
+    """Scores candidate samples for policies that select: ``score(ctx, samples) -> np.ndarray``,
+    one float per sample, higher = more plausible (a log-likelihood in nats, a log-probability).
+
+    ``needs`` lists bundle features (:data:`FEATURES`) it requires (``oracle`` needs
+    ``exact-loglik``); ``kinds`` the sample kinds it handles.
+    """
+
+    name: str
+    score: Callable[[VerifyContext, Samples], np.ndarray]
+    kinds: tuple[str, ...] = SAMPLE_KINDS
+    needs: tuple[str, ...] = ()
+    description: str = ""
+    version: str = "1"
+
+
+MITIGATION_KINDS = ("policy", "trainer", "generator")
+
+
+@dataclass(frozen=True)
+class Mitigation:
+    """A remedy for collapse as a comparable entry: a data policy, a trainer option or a decoding
+    option, with its citation. ``--mitigation NAME[:VALUE]`` (and a sweep's ``mitigation`` axis)
+    applies it: a ``policy`` mitigation selects the policy of the same name; a ``trainer`` or
+    ``generator`` one sets the parameter ``param`` (an option or parameter of the bundle's trainer
+    or generator) to VALUE. ``neutral`` is the parameter's value that means "off".
+
+    Where it applies: ``kinds`` (sample kinds), ``needs`` (bundle features), and for trainer and
+    generator options the bundle's component must know ``param``; ``applies(bundle, params)`` may
+    add a reason of its own (return a sentence when it does not apply, else None). Tables show
+    "n/a" with that reason; sweeps skip such runs instead of failing mid-sweep.
+    """
+
+    name: str
+    kind: str
+    citation: str
+    description: str = ""
+    param: str | None = None
+    neutral: Any = None
+    kinds: tuple[str, ...] = SAMPLE_KINDS
+    needs: tuple[str, ...] = ()
+    applies: Callable[[ModelBundle, Params], str | None] | None = None
+    example: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in MITIGATION_KINDS:
+            raise ValueError(f"mitigation {self.name!r}: kind must be one of {MITIGATION_KINDS}")
+        if (self.kind == "policy") != (self.param is None):
+            raise ValueError(f"mitigation {self.name!r}: give param exactly for trainer and generator options")

@@ -81,6 +81,25 @@ def bench_register_policies(register: Callable[[Any], None]) -> None:
 
 
 @hookspec
+def bench_register_verifiers(register: Callable[[Any], None]) -> None:
+    """Register verifiers (what a selecting policy's ``verifier`` parameter names).
+
+    :param register: call ``register(bench.Verifier(...))`` once per verifier.
+    Policies that select (``filter``, ``best-of``) score candidate samples with it.
+    """
+
+
+@hookspec
+def bench_register_mitigations(register: Callable[[Any], None]) -> None:
+    """Register mitigations (what ``--mitigation NAME[:VALUE]`` selects and the suite table ranks).
+
+    :param register: call ``register(bench.Mitigation(...))`` once per mitigation.
+    A mitigation names a policy, or a trainer or generator parameter, with its citation and where
+    it applies.
+    """
+
+
+@hookspec
 def bench_register_executors(register: Callable[[Any], None]) -> None:
     """Register executors (what ``bench sweep --executor NAME`` selects).
 

@@ -29,13 +29,13 @@ import numpy as np
 
 import bench
 from bench import results as R
-from bench.components import FitRequest, MetricContext, PolicyContext, Samples, Scores
+from bench.components import FitRequest, MetricContext, PolicyContext, Samples, Scores, VerifyContext
 from bench.errors import BenchError, RunLocked
 from bench.plugins import SINGULAR, Bench, PluginError
 from bench.spec import Spec, _digest
 
 # Independent random streams of one generation.
-TRAIN, GENERATE, POLICY, METRICS, INIT = range(5)
+TRAIN, GENERATE, POLICY, METRICS, INIT, CANDIDATES = range(6)
 GEN0_CACHE = ".gen0"
 # Synthetic samples a run keeps in memory for its policy (older ones are read back from disk).
 HISTORY_BYTES = 256 * 2**20
@@ -193,6 +193,8 @@ class Run:
             self._echo(message)
 
     def _identity(self) -> dict[str, Any]:
+        from bench.mitigations import label
+
         info = self.b.owner("models", self.spec.plugin)
         return {
             "run_id": self.spec.run_id,
@@ -200,6 +202,7 @@ class Run:
             "plugin_version": info.version,
             "preset": self.spec.preset,
             "policy": self.spec.policy_label,
+            "mitigation": label(self.b, self.spec),
             "seed": self.spec.seed,
         }
 
@@ -223,6 +226,7 @@ class Run:
             "data_provenance": getattr(self, "_data_provenance", None) or old.get("data_provenance") or {},
             "track": self._track(getattr(self, "_source", None) or (old.get("track") or {}).get("real_data")),
             "leaderboard_metrics": list(self.bundle.leaderboard_metrics),
+            "headline": self.bundle.headline.to_dict() if self.bundle.headline else None,
         }
         R.write_json(path, data)
 
@@ -395,16 +399,70 @@ class Run:
     def _generation(self, k: int, previous_state) -> dict:
         spec = self.spec
         synthetic = History(self, k)  # S_1..S_k
+        n = len(self.real.train)
+        candidates, verify, drawn = None, None, None
+        if self.policy.candidates is not None:
+            # A selecting policy: S_k and as many extra samples of M_{k-1} as it asks for.
+            drawn = int(self._call("policy", self.policy.name, self.policy.candidates, spec.policy_params, n))
+            if drawn < n:
+                raise PluginFailure(f"policy {self.policy.name!r} asked for {drawn} candidates, fewer than the "
+                                    f"{n} samples of S_{k}; `candidates` must return at least n")
+            candidates = synthetic[-1]
+            if drawn > n:
+                extra = self._generate(previous_state, drawn - n, k, CANDIDATES)
+                candidates = Samples.concat([candidates, extra])
+            verify = self._verifier(k, previous_state)
+        record: dict[str, Any] = {}
         pctx = PolicyContext(generation=k, real=self.real, synthetic=synthetic, params=spec.policy_params,
-                             rng=rng(spec.seed, k, POLICY), score=lambda s: self._score(previous_state, s))
+                             rng=rng(spec.seed, k, POLICY), score=lambda s: self._score(previous_state, s),
+                             candidates=candidates, verify=verify, state=previous_state,
+                             model_params=spec.params, record=record)
         data = self._call("policy", self.policy.name, self.policy.build, pctx)
+        if drawn is not None:
+            record = {"candidates_drawn": drawn, **record}
         init = {"pretrained": self._initial_state, "gen0": lambda: self.reference_state,
                 "previous": lambda: previous_state}[spec.start]()
-        tmp = self._build_generation(k, data, init, self.reference_state, self.path / R.GENS_DIR)
+        tmp = self._build_generation(k, data, init, self.reference_state, self.path / R.GENS_DIR,
+                                     policy_record=record)
         os.replace(tmp, self._gen_dir(k))
         return self._state
 
-    def _build_generation(self, k: int, data: Samples, init, reference_state, parent: Path) -> Path:
+    def _verifier(self, k: int, state):
+        """The verifier the policy's ``verifier`` parameter names, bound to M_{k-1} and M_0."""
+        name = self.spec.policy_params.get("verifier")
+        if name is None:
+            return None
+        verifier = self.b.verifiers.get(name)
+        vctx = VerifyContext(generation=k, real=self.real, state=state, reference_state=self.reference_state,
+                             score=self._score, params=self.spec.params)
+
+        def verify(samples: Samples) -> np.ndarray:
+            scores = np.asarray(self._call("verifier", name, verifier.score, vctx, samples), dtype=np.float64)
+            if scores.shape != (len(samples),):
+                raise PluginFailure(f"verifier {name!r} returned scores of shape {scores.shape} for "
+                                    f"{len(samples)} samples; it must return one float per sample")
+            return scores
+
+        return verify
+
+    def _generate(self, state, n: int, k: int, stream: int) -> Samples:
+        """n samples of the model ``state`` from random stream ``stream`` of generation k; the
+        prompts (the real training set) repeat when n exceeds them."""
+        prompts = self.real.train
+        if n > len(prompts):
+            prompts = prompts.take(np.arange(n) % len(prompts))
+        samples = self._call("generator", self.generator.name, self.generator.generate, state,
+                             n, prompts, self.spec.params, rng(self.spec.seed, k, stream))
+        if not isinstance(samples, Samples) or len(samples) != n:
+            got = f"{len(samples)} samples" if isinstance(samples, Samples) else type(samples).__name__
+            raise PluginFailure(
+                f"generator {self.generator.name!r} of plugin {self.b.owner('generators', self.generator.name).name!r} "
+                f"returned {got} at generation {k}; the harness asked for bench.Samples of n = "
+                f"{n}. `bench.conformance` checks this contract.")
+        return samples
+
+    def _build_generation(self, k: int, data: Samples, init, reference_state, parent: Path,
+                          policy_record: dict | None = None) -> Path:
         """Fit M_k, draw S_{k+1}, score and measure; write all of it into a temporary folder."""
         spec = self.spec
         times = {}
@@ -414,14 +472,7 @@ class Run:
         reference = state if reference_state is None else reference_state
 
         t = time.perf_counter()
-        samples = self._call("generator", self.generator.name, self.generator.generate, state,
-                             len(self.real.train), self.real.train, spec.params, rng(spec.seed, k, GENERATE))
-        if not isinstance(samples, Samples) or len(samples) != len(self.real.train):
-            got = f"{len(samples)} samples" if isinstance(samples, Samples) else type(samples).__name__
-            raise PluginFailure(
-                f"generator {self.generator.name!r} of plugin {self.b.owner('generators', self.generator.name).name!r} "
-                f"returned {got} at generation {k}; the harness asked for bench.Samples of n = "
-                f"{len(self.real.train)} (the real training set's size). `bench.conformance` checks this contract.")
+        samples = self._generate(state, len(self.real.train), k, GENERATE)
         times["generate_s"] = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -471,7 +522,8 @@ class Run:
             "units": ref_scores.units}))
         R.write_parquet(tmp / R.METRICS_FILE, R.gen_metrics_table(rows), atomic=False)
         self._last_rows = self._rows[k] = rows
-        R.write_json(tmp / "info.json", {"generation": k, "training_samples": len(data), **times}, atomic=False)
+        R.write_json(tmp / "info.json", {"generation": k, "training_samples": len(data), **(policy_record or {}),
+                                         **times}, atomic=False)
         self._state = state
         self._remember(k + 1, samples)
         return tmp

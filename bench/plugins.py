@@ -19,7 +19,7 @@ from typing import Any, Iterable
 import pluggy
 
 from bench import hookspecs
-from bench.components import Generator, Metric, ModelBundle, Policy, Scorer, Trainer
+from bench.components import Generator, Metric, Mitigation, ModelBundle, Policy, Scorer, Trainer, Verifier
 from bench.errors import BenchError
 from bench.executors import Executor
 
@@ -36,12 +36,15 @@ KINDS: dict[str, tuple[str, type]] = {
     "scorers": ("bench_register_scorers", Scorer),
     "metrics": ("bench_register_metrics", Metric),
     "policies": ("bench_register_policies", Policy),
+    "verifiers": ("bench_register_verifiers", Verifier),
+    "mitigations": ("bench_register_mitigations", Mitigation),
     "executors": ("bench_register_executors", Executor),
 }
 
 
 SINGULAR = {"models": "model", "trainers": "trainer", "generators": "generator", "scorers": "scorer",
-            "metrics": "metric", "policies": "policy", "executors": "executor"}
+            "metrics": "metric", "policies": "policy", "executors": "executor",
+            "verifiers": "verifier", "mitigations": "mitigation"}
 
 
 class PluginError(BenchError):

@@ -28,7 +28,7 @@ DEFAULT_POLICY = "replace"
 DEFAULT_START = "pretrained"
 # Keys a config file may hold.
 CONFIG_KEYS = ("plugin", "preset", "generations", "seeds", "seed", "policy", "start", "set", "out",
-               "metrics", "trainer", "generator", "scorer")
+               "metrics", "trainer", "generator", "scorer", "mitigation")
 
 
 @dataclass(frozen=True)
@@ -226,8 +226,19 @@ def resolve(
     trainer: str | None = None,
     generator: str | None = None,
     scorer: str | None = None,
+    mitigation: str | Iterable[str] | None = None,
 ) -> Spec:
-    """Build the full spec of one run, checking every name and value on the way."""
+    """Build the full spec of one run, checking every name and value on the way.
+
+    ``mitigation`` (``"best-of:4"``, ``"tce:0.9"``, ``"mix:0.1+temperature:0.7"``) selects a
+    policy or sets a trainer or generator parameter through :mod:`bench.mitigations`; a mitigation
+    that does not apply to this model raises BenchError with the reason.
+    """
+    if mitigation:
+        from bench import mitigations as _mitigations
+
+        policy, extra = _mitigations.translate(bench, plugin, mitigation, policy)
+        overrides = {**extra, **dict(overrides or {})}
     bundle = bench.models.get(plugin)
     preset = preset or bundle.default_preset
     if preset not in bundle.presets:
@@ -250,8 +261,10 @@ def resolve(
             )
 
     params: dict[str, Any] = {}
+    options: dict[str, Any] = {}  # optional parameters: in the spec only when set
     for comp in components.values():
         params.update(comp.params)
+        options.update(getattr(comp, "options", {}) or {})
     params.update(bundle.params)
     for key, value in preset_values.items():
         if key in PRESET_KEYS:
@@ -267,7 +280,13 @@ def resolve(
     if positional is not None:
         if pol.positional is None:
             raise BenchError(f"policy {policy_name!r} takes no value; use --policy {policy_name}")
-        policy_params[pol.positional] = _parse_scalar(positional)
+        names = (pol.positional,) if isinstance(pol.positional, str) else tuple(pol.positional)
+        values = [positional] if len(names) == 1 else [v.strip() for v in positional.split(",")]
+        if len(values) > len(names):
+            raise BenchError(f"policy {policy_name!r} takes at most {len(names)} value(s) "
+                             f"({','.join(names)}), got {positional!r}")
+        for pname, value in zip(names, values):
+            policy_params[pname] = _parse_scalar(value)
 
     for key, value in (overrides or {}).items():
         if key.startswith("policy."):
@@ -281,10 +300,15 @@ def resolve(
             continue
         if key in PRESET_KEYS:
             raise BenchError(f"--set {key}=...: use --{key} instead")
+        if key not in params and key in options:
+            value = _coerce(key, value, options[key], f"--set {key}")
+            if value != options[key]:  # an option at its neutral value is left out of the spec
+                params[key] = value
+            continue
         if key not in params:
             raise BenchError(
-                f"--set {key}: {plugin!r} has no parameter {key!r}.{suggest(key, params)} "
-                f"Its parameters: {', '.join(sorted(params))}."
+                f"--set {key}: {plugin!r} has no parameter {key!r}.{suggest(key, [*params, *options])} "
+                f"Its parameters: {', '.join(sorted([*params, *options]))}."
             )
         params[key] = _coerce(key, value, params[key], f"--set {key}")
 
@@ -293,6 +317,11 @@ def resolve(
             pol.validate(policy_params)
         except ValueError as exc:
             raise BenchError(f"policy {policy_name!r}: {exc}") from None
+    from bench import mitigations as _mitigations
+
+    reason = _mitigations.policy_unavailable(bench, bundle, params, policy_name, policy_params)
+    if reason:
+        raise BenchError(f"policy {policy_name!r} does not apply to model {plugin!r}: {reason}")
 
     start = start or preset_values.get("start") or DEFAULT_START
     if start not in STARTS:
