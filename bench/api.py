@@ -30,6 +30,7 @@ def specs(
     set: Mapping[str, Any] | Iterable[str] | None = None,
     metrics: Iterable[str] | None = None,
     config: str | Path | None = None,
+    mitigation: str | Iterable[str] | None = None,
     bench: Bench | None = None,
 ) -> list[Spec]:
     """The resolved specs, one per seed, of what :func:`run` would run. Explicit arguments win
@@ -55,6 +56,7 @@ def specs(
             trainer=cfg.get("trainer"),
             generator=cfg.get("generator"),
             scorer=cfg.get("scorer"),
+            mitigation=mitigation if mitigation is not None else cfg.get("mitigation"),
         )
         for seed in parse_seeds(seeds_value)
     ]

@@ -28,6 +28,9 @@ def cli() -> None:
 @click.option("--generations", "-g", type=int, help="Generations after generation 0 (default: the preset's).")
 @click.option("--seeds", "--seed", "seeds", help="Seeds: 3, 0-4 or 0,2,7 (one run each; default 0).")
 @click.option("--policy", help="Data policy: replace, mix:P, accumulate, accumulate-subsample[:SIZE], fresh:P.")
+@click.option("--mitigation", "-m", "mitigation", metavar="NAME[:VALUE]",
+              help="A mitigation: a policy (best-of:4, filter:0.5,oracle, ...), a trainer option (tce:0.9) or "
+                   "decoding (temperature:0.7); join several with '+'. `bench plugins` lists them.")
 @click.option("--start", type=click.Choice(["pretrained", "gen0", "previous"]),
               help="Where generations after the first start training from.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
@@ -44,8 +47,8 @@ def cli() -> None:
 @click.option("--tensorboard", "tensorboard", metavar="DIR",
               help="Also log metrics to TensorBoard under DIR/<run folder> (sets BENCH_TENSORBOARD).")
 @click.option("--dry-run", is_flag=True, help="Print the resolved spec and run folder; run nothing.")
-def run(plugin, preset, generations, seeds, policy, start, sets, model, dataset, device, dtype, metrics, config,
-        out, keep_states, tensorboard, dry_run):
+def run(plugin, preset, generations, seeds, policy, mitigation, start, sets, model, dataset, device, dtype, metrics,
+        config, out, keep_states, tensorboard, dry_run):
     """Run, resume or extend collapse chains (one run per seed).
 
     \b
@@ -71,7 +74,7 @@ def run(plugin, preset, generations, seeds, policy, start, sets, model, dataset,
         if value is not None:
             overrides[key] = value
     specs = api.specs(plugin, preset, seeds=seeds, generations=generations, policy=policy, start=start,
-                      set=overrides, metrics=list(metrics) or None, config=config, bench=b)
+                      set=overrides, metrics=list(metrics) or None, config=config, mitigation=mitigation, bench=b)
     if dry_run:
         for spec in specs:
             click.echo(json.dumps({"run_folder": str(out_dir / spec.folder_name), "run_id": spec.run_id,
@@ -327,6 +330,34 @@ def plugins(as_json):
         click.echo(f"{info['name']} {info['version']} ({origin})")
         for kind, names in info["registers"].items():
             click.echo(f"  {kind}: {', '.join(names)}")
+
+
+@cli.command()
+@click.option("--plugin", "-p", "models", multiple=True, help="Only these models (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def mitigations(models, as_json):
+    """List the mitigations (policies, trainer and decoding options), their papers, and on which
+    models each applies (with the reason where it does not)."""
+    from bench import mitigations as M
+    from bench.plugins import Bench
+
+    b = Bench()
+    for m in models:
+        b.models.get(m)  # an unknown model: a message with suggestions
+    rows = M.table(b, models or None)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        where = row["where"]
+        yes = [p for p, r in where.items() if r == "applies"]
+        click.echo(f"{row['name']} ({row['kind']}{', ' + row['param'] if row['param'] else ''}): {row['description']}")
+        if row["citation"]:
+            click.echo(f"  after: {row['citation']}")
+        click.echo(f"  applies to: {', '.join(yes) or 'none'}")
+        for p, reason in where.items():
+            if reason != "applies":
+                click.echo(f"  n/a on {p}: {reason}")
 
 
 @cli.command("new-plugin")

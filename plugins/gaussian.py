@@ -369,12 +369,17 @@ def bench_register_models(register):
         trainer="gaussian-fit",
         generator="gaussian-sample",
         scorer="gaussian-loglik",
-        metrics=("gaussian-w2sq", "gaussian-var", "gaussian-mean-sq", "test-perplexity", "perplexity-drift",
+        metrics=("gaussian-w2sq", "gaussian-var", "gaussian-mean-sq", "test-nll", "test-perplexity", "perplexity-drift",
                  "head-mass", "tail-mass", "oos-mass", "cov-trace-ratio", "logdet-diff"),
         leaderboard_metrics=("gaussian-w2sq", "gaussian-var", "logdet-diff"),
         params=dict(GAUSSIAN_PARAMS),
         presets=GAUSSIAN_PRESETS,
         description="d-dimensional Gaussian refitted from M samples per generation (PROTOCOLS.md section 4)",
+        provides=("exact-loglik", "fresh-data"),
+        headline=bench.Headline(
+            "test-nll", threshold=0.5, mode="diff",
+            why="test cross-entropy per dimension; collapse when it rises by 0.5 nats, which for a "
+                "variance shrinking in every direction means about a third of the true variance left"),
     ))
     register(bench.ModelBundle(
         name="categorical",
@@ -388,6 +393,11 @@ def bench_register_models(register):
         params=dict(CATEGORICAL_PARAMS),
         presets=CATEGORICAL_PRESETS,
         description="Zipf categorical distribution refitted by empirical frequencies (absorption law)",
+        provides=("exact-loglik", "fresh-data"),
+        headline=bench.Headline(
+            "categorical-tv", threshold=0.25, mode="diff",
+            why="total variation to the true distribution (finite where the test cross-entropy is "
+                "infinite once a state vanishes); collapse when it grows by 0.25"),
     ))
 
 

@@ -2,6 +2,8 @@
 
 Row k describes model M_k; ``ctx.samples`` is S_{k+1}, drawn from M_k; M_0 is the reference.
 
+- ``test-nll``: the pooled per-unit NLL of the real test set under M_k (the test cross-entropy in
+  nats per unit): finite where the perplexity overflows, so tables can rank it.
 - ``test-perplexity``: exp(pooled per-unit NLL of the real test set under M_k).
 - ``perplexity-drift``: that, divided by the same under M_0 (1 at generation 0).
 - ``head-mass``, ``tail-mass``, ``oos-mass``: where S_{k+1} falls, under M_0's per-unit
@@ -279,6 +281,10 @@ def _model_scores_real_test(ctx: MetricContext) -> Scores:
     return ctx.model_scores_real_test()
 
 
+def compute_test_nll(ctx: MetricContext) -> float:
+    return _test_nll(ctx, _model_scores_real_test(ctx))
+
+
 def compute_test_perplexity(ctx: MetricContext) -> float:
     return perplexity(_test_nll(ctx, _model_scores_real_test(ctx)))
 
@@ -364,6 +370,13 @@ def compute_logdet_diff(ctx: MetricContext) -> float:
 # --------------------------------------------------------------------------------------------------
 
 METRICS = (
+    Metric(
+        name="test-nll",
+        compute=compute_test_nll,
+        direction="lower",
+        needs_scorer=True,
+        description="pooled per-unit NLL of the real test set under M_k (test cross-entropy, nats per unit)",
+    ),
     Metric(
         name="test-perplexity",
         compute=compute_test_perplexity,

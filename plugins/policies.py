@@ -80,9 +80,17 @@ def fresh(ctx: PolicyContext) -> Samples:
     return _with_real_share(lambda m: ctx.real.fresh(m, ctx.rng), ctx)
 
 
+SHUMAILOV = "Shumailov et al. 2024, AI models collapse when trained on recursively generated data (Nature 631)"
+GERSTGRASSER = ("Gerstgrasser et al. 2024, Is Model Collapse Inevitable? Breaking the Curse of Recursion by "
+                "Accumulating Real and Synthetic Data")
+KAZDAN = "Kazdan et al. 2024, Collapse or Thrive? Perils and Promises of Synthetic Data in a Self-Generating World"
+ALEMOHAMMAD = "Alemohammad et al. 2023, Self-Consuming Generative Models Go MAD"
+
+
 @bench.hookimpl
 def bench_register_policies(register):
-    register(bench.Policy("replace", replace, description="train only on the previous generation's samples"))
+    register(bench.Policy("replace", replace, citation=f"{SHUMAILOV}, setting (a)",
+                          description="train only on the previous generation's samples"))
     register(
         bench.Policy(
             "mix",
@@ -90,10 +98,12 @@ def bench_register_policies(register):
             params={"p": 0.1},
             positional="p",
             validate=_check_fraction,
+            citation=f"{SHUMAILOV}, setting (b)",
             description="a fresh random fraction p of real data each generation, total size fixed",
         )
     )
-    register(bench.Policy("accumulate", accumulate, description="all real data plus every synthetic set so far"))
+    register(bench.Policy("accumulate", accumulate, citation=GERSTGRASSER,
+                          description="all real data plus every synthetic set so far"))
     register(
         bench.Policy(
             "accumulate-subsample",
@@ -101,6 +111,7 @@ def bench_register_policies(register):
             params={"size": None},
             positional="size",
             validate=_check_size,
+            citation=KAZDAN,
             description="a fixed-size random subset of the accumulated pool",
         )
     )
@@ -111,6 +122,8 @@ def bench_register_policies(register):
             params={"p": 0.1},
             positional="p",
             validate=_check_fraction,
+            needs=("fresh-data",),
+            citation=ALEMOHAMMAD,
             description="a fraction p of new, unseen real data each generation plus synthetic",
         )
     )
