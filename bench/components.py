@@ -217,7 +217,9 @@ class Generator:
     """Draws ``n`` samples from a fitted model: ``generate(state, n, prompts, params, rng)``.
 
     ``prompts`` is the real training set for conditional models (each sample continues one prompt),
-    and may be ignored by unconditional ones. Decoding settings live in ``params``.
+    and may be ignored by unconditional ones; when more samples than prompts are asked for, the
+    harness repeats the prompts. Decoding settings live in ``params``; ``options`` are optional
+    decoding parameters with their neutral values (as :class:`Trainer`'s).
     """
 
     name: str
@@ -225,6 +227,7 @@ class Generator:
     params: Mapping[str, Any] = field(default_factory=dict)
     kinds: tuple[str, ...] = SAMPLE_KINDS
     version: str = "1"
+    options: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -39,13 +39,14 @@ DEFAULT_EXECUTOR = "local"
 SUMMARY_DIR = ".sweeps"
 
 # Keys of a sweep file; a block named after an executor (``slurm:``, ``dask:``) holds its options.
-SWEEP_KEYS = ("plugin", "preset", "generations", "policy", "start", "seeds", "seed", "set", "metrics",
+SWEEP_KEYS = ("plugin", "preset", "generations", "policy", "mitigation", "start", "seeds", "seed", "set", "metrics",
               "trainer", "generator", "scorer", "out", "keep_states", "executor", "workers",
               "threads_per_worker", "batch", "summary", "grid")
 # Grid axes that are not parameters; any other grid key names a parameter (bare or ``set.NAME``).
-AXES = ("plugin", "preset", "policy", "seed", "seeds", "start", "generations", "metrics", "trainer",
+AXES = ("plugin", "preset", "policy", "mitigation", "seed", "seeds", "start", "generations", "metrics", "trainer",
         "generator", "scorer")
-SPEC_KEYS = ("plugin", "preset", "policy", "start", "generations", "metrics", "trainer", "generator", "scorer")
+SPEC_KEYS = ("plugin", "preset", "policy", "mitigation", "start", "generations", "metrics", "trainer", "generator",
+             "scorer")
 
 # What the summary calls each ending.
 DONE, SKIPPED, INTERRUPTED = "done", "skipped", "interrupted"
@@ -81,6 +82,8 @@ class Sweep:
     options: dict[str, Any] = field(default_factory=dict)  # the chosen executor's, merged and checked
     summary: Path | None = None
     duplicates: int = 0
+    # grid entries whose mitigation does not apply to their model: (entry, reason); never run
+    not_applicable: list[tuple[dict, str]] = field(default_factory=list)
 
     def settings(self, log: Callable[[str], None] | None = None, bench: Bench | None = None) -> ExecutorSettings:
         return ExecutorSettings(out=self.out, workers=self.workers, threads_per_worker=self.threads_per_worker,
@@ -158,9 +161,14 @@ def _entry_text(entry: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in entry.items()) or "(no grid)"
 
 
-def expand(b: Bench, data: Mapping[str, Any], where: str = "sweep") -> tuple[list[tuple[dict, Spec]], int]:
+def expand(b: Bench, data: Mapping[str, Any], where: str = "sweep",
+           not_applicable: list | None = None) -> tuple[list[tuple[dict, Spec]], int]:
     """Every combination of the grid resolved into a spec; specs with the same run id count once
-    (the one asking for the most generations stays). Returns ((entry, spec) pairs, duplicates)."""
+    (the one asking for the most generations stays). Returns ((entry, spec) pairs, duplicates).
+
+    A combination whose ``mitigation`` does not apply to its model (a token-only option on a
+    vector model, an oracle verifier without a known density) is not an error: it is appended to
+    ``not_applicable`` as (entry, reason) and left out."""
     axes = _grid_axes(data.get("grid") or {}, where)
     axis_names = {("seed" if k == "seed" else k.removeprefix("set.")) for k, _ in axes}
     base_set = data.get("set") or {}
@@ -194,12 +202,25 @@ def expand(b: Bench, data: Mapping[str, Any], where: str = "sweep") -> tuple[lis
         plugin = values["plugin"]
         if not plugin:
             raise BenchError(f"{where} names no plugin: add `plugin: gmm` (or a grid axis `plugin: [gmm, gaussian]`)")
+        if values["mitigation"] is not None:
+            from bench.mitigations import unavailable
+
+            try:
+                reason = unavailable(b, str(plugin), values["mitigation"], values["preset"])
+            except BenchError as exc:
+                label = f"grid entry {_entry_text(entry)}" if entry else "the spec"
+                raise BenchError(f"{where}, {label}: {exc}") from None
+            if reason:
+                if not_applicable is not None:
+                    not_applicable.append((entry, reason))
+                continue
         for seed in seeds:
             try:
                 spec = resolve(b, str(plugin), values["preset"], seed=seed, generations=values["generations"],
                                policy=values["policy"], start=values["start"], overrides=overrides,
                                metrics=values["metrics"], trainer=values["trainer"],
-                               generator=values["generator"], scorer=values["scorer"])
+                               generator=values["generator"], scorer=values["scorer"],
+                               mitigation=values["mitigation"])
                 bundle = b.models.get(spec.plugin)
                 if bundle.check is not None:  # the model's own check, as `bench run` makes it
                     bundle.check(spec.params)
@@ -276,7 +297,8 @@ def load(
                 f"Known keys: {', '.join(SWEEP_KEYS)}, or a block of executor options named after "
                 f"the executor ({', '.join(sorted(executors))})."
             )
-    pairs, duplicates = expand(b, data, where)
+    not_applicable: list[tuple[dict, str]] = []
+    pairs, duplicates = expand(b, data, where, not_applicable)
     out_dir = Path(out or data.get("out") or DEFAULT_OUT).absolute()
     name = executor or data.get("executor") or DEFAULT_EXECUTOR
     b.executors.get(name)  # unknown names end here, with near names
@@ -304,6 +326,7 @@ def load(
         options=options,
         summary=Path(summary_value) if summary_value else None,
         duplicates=duplicates,
+        not_applicable=not_applicable,
     )
 
 
@@ -353,6 +376,7 @@ class SweepSummary:
     seconds: float = 0.0
     path: Path | None = None
     warning: str | None = None
+    not_applicable: list[dict[str, Any]] = field(default_factory=list)
 
     def count(self, status: str) -> int:
         return sum(1 for row in self.rows if row["status"] == status)
@@ -364,7 +388,7 @@ class SweepSummary:
     def as_dict(self) -> dict[str, Any]:
         return {"sweep": self.name, "executor": self.executor, "out": str(self.out), "started": self.started,
                 "seconds": round(self.seconds, 3), "counts": {s: self.count(s) for s in STATUSES},
-                "runs": self.rows}
+                "runs": self.rows, "not_applicable": self.not_applicable}
 
     def lines(self) -> list[str]:
         counts = ", ".join(f"{self.count(s)} {s}" for s in STATUSES if self.count(s) or s in (DONE, SKIPPED, FAILED))
@@ -378,6 +402,9 @@ class SweepSummary:
                              "run the sweep again later to check that it finished")
         if self.count(INTERRUPTED):
             lines.append(f"  {self.count(INTERRUPTED)} run(s) interrupted: run the same sweep again to finish them")
+        if self.not_applicable:
+            lines.append(f"  {len(self.not_applicable)} grid entr{'y' if len(self.not_applicable) == 1 else 'ies'} "
+                         "n/a: the mitigation does not apply to the model (reasons above and in the summary JSON)")
         if self.path is not None:
             lines.append(f"Summary: {self.path}")
         if self.warning:
@@ -438,6 +465,9 @@ def run_sweep(b: Bench, sweep: Sweep, log: Callable[[str], None] | None = None) 
     skipped = len(rows)
     log(f"Sweep {sweep.name}: {len(sweep.runs)} run(s), {skipped} finished earlier (skipped), "
         f"{todo} to run with executor {sweep.executor!r} in {len(tasks)} task(s); results in {sweep.out}/")
+    for entry, reason in sweep.not_applicable:
+        log(f"n/a [{_entry_text(entry)}]: {reason}")
+    summary.not_applicable = [{"entry": dict(entry), "reason": reason} for entry, reason in sweep.not_applicable]
     start = time.perf_counter()
     if tasks:
         sweep.out.mkdir(parents=True, exist_ok=True)
@@ -509,9 +539,13 @@ def dry_run_lines(b: Bench, sweep: Sweep) -> list[str]:
         else:
             state = "new"
         lines.append(f"{state:<16} {run.folder.name}  [{_entry_text(run.entry)}]")
+    for entry, reason in sweep.not_applicable:
+        lines.append(f"{'n/a':<16} [{_entry_text(entry)}]: {reason}")
     tasks = plan_tasks(b, sweep)
     finished = sum(r.finished for r in sweep.runs)
     dup = f"; {sweep.duplicates} duplicate(s) of the same run dropped" if sweep.duplicates else ""
+    if sweep.not_applicable:
+        dup += f"; {len(sweep.not_applicable)} grid entr{'y' if len(sweep.not_applicable) == 1 else 'ies'} n/a"
     lines.append(f"{len(sweep.runs)} run(s): {len(sweep.runs) - finished} to run in {len(tasks)} task(s), "
                  f"{finished} finished{dup}; executor {sweep.executor!r}, results in {sweep.out}/")
     return lines
