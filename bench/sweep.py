@@ -168,8 +168,24 @@ def expand(b: Bench, data: Mapping[str, Any], where: str = "sweep",
 
     A combination whose ``mitigation`` does not apply to its model (a token-only option on a
     vector model, an oracle verifier without a known density) is not an error: it is appended to
-    ``not_applicable`` as (entry, reason) and left out."""
-    axes = _grid_axes(data.get("grid") or {}, where)
+    ``not_applicable`` as (entry, reason) and left out.
+
+    ``grid`` may also be a list of such mappings (blocks): each block is crossed with the top-level
+    values on its own, and the runs of all blocks are joined (seeds 0-4 for cheap models and 0-2
+    for a language model in one file)."""
+    grid = data.get("grid") or {}
+    if isinstance(grid, list):
+        if not grid:
+            raise BenchError(f"{where}: 'grid' is an empty list: a sweep over it would run nothing")
+        pairs: list[tuple[dict, Spec]] = []
+        for i, block in enumerate(grid):
+            if not isinstance(block, dict):
+                raise BenchError(f"{where}: grid block {i + 1} must be a mapping of axis: [values], "
+                                 f"got {type(block).__name__}")
+            block_pairs, _ = expand(b, {**data, "grid": block}, f"{where}, grid block {i + 1}", not_applicable)
+            pairs.extend(block_pairs)
+        return _unique(pairs)
+    axes = _grid_axes(grid, where)
     axis_names = {("seed" if k == "seed" else k.removeprefix("set.")) for k, _ in axes}
     base_set = data.get("set") or {}
     if not isinstance(base_set, dict):
@@ -211,8 +227,10 @@ def expand(b: Bench, data: Mapping[str, Any], where: str = "sweep",
                 label = f"grid entry {_entry_text(entry)}" if entry else "the spec"
                 raise BenchError(f"{where}, {label}: {exc}") from None
             if reason:
-                if not_applicable is not None:
-                    not_applicable.append((entry, reason))
+                # once per combination: the seed does not change whether a mitigation applies
+                key = {k: v for k, v in entry.items() if k != "seed"}
+                if not_applicable is not None and (key, reason) not in not_applicable:
+                    not_applicable.append((key, reason))
                 continue
         for seed in seeds:
             try:
@@ -230,7 +248,12 @@ def expand(b: Bench, data: Mapping[str, Any], where: str = "sweep",
                 label = f"grid entry {_entry_text(entry)}" if entry else "the spec"
                 raise BenchError(f"{where}, {label}: {exc}{hint}") from None
             pairs.append(({**entry, "seed": seed}, spec))
+    return _unique(pairs)
 
+
+def _unique(pairs: list[tuple[dict, Spec]]) -> tuple[list[tuple[dict, Spec]], int]:
+    """One (entry, spec) per run id, the one asking for the most generations; and how many were
+    dropped."""
     unique: dict[str, int] = {}
     out: list[tuple[dict, Spec]] = []
     duplicates = 0

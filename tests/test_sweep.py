@@ -205,6 +205,25 @@ def test_grid_expansion_dedupes_runs_and_keeps_the_longest(tmp_path):
     assert all(entry["seed"] == s.seed and entry["policy.p"] == s.policy_params["p"] for entry, s in pairs)
 
 
+def test_grid_blocks_join_their_runs_and_find_mistakes_per_block():
+    b = Bench()
+    data = {"preset": "smoke", "grid": [
+        {"plugin": ["gaussian"], "seed": [0, 1, 2], "mitigation": ["replace", "mix:0.1"]},
+        {"plugin": ["categorical"], "seed": [0], "mitigation": ["replace", "top-k:3"]},
+        {"plugin": ["gaussian"], "seed": [0], "mitigation": ["replace"]},  # a duplicate of block 1
+    ]}
+    na: list = []
+    pairs, duplicates = S.expand(b, data, "s", na)
+    assert duplicates == 1 and na == []
+    assert sorted((s.plugin, s.seed, s.policy_label, s.params.get("top_k", 0)) for _, s in pairs) == [
+        ("categorical", 0, "replace", 0), ("categorical", 0, "replace", 3),
+        *[("gaussian", seed, policy, 0) for seed in (0, 1, 2) for policy in ("mix:0.1", "replace")]]
+    with pytest.raises(bench.BenchError, match="grid block 2, grid entry plugin=gaussian, mitigation=mixx"):
+        S.expand(b, {"grid": [{"plugin": ["gaussian"]}, {"plugin": ["gaussian"], "mitigation": ["mixx"]}]})
+    with pytest.raises(bench.BenchError, match="grid block 1 must be a mapping"):
+        S.expand(b, {"grid": [["gaussian"]]})
+
+
 class Batched:
     """A batch-capable trainer for the gaussian model: fit_batch fits each request as fit does."""
 
