@@ -226,3 +226,26 @@ def test_mitigation_table_lists_papers_and_reasons(bench_plugins):
     assert "Feng et al. 2024" in rows["filter"]["citation"] and "Ferbach" in rows["best-of"]["citation"]
     assert rows["replace"]["where"] == {"gaussian": "applies", "vae": "applies"}
     assert rows["fresh"]["where"]["vae"].startswith("fresh needs fresh-data")
+
+
+def test_the_docs_own_policy_example_runs_and_is_labelled(tmp_path):
+    """docs/mitigations.md "Add your own": the policy there, registered as a plugin, runs through
+    the harness with its candidates and gets its own label."""
+    text = Path(__file__).resolve().parent.parent.joinpath("docs", "mitigations.md").read_text()
+    code = text.split("# my_package/plugin.py, registered under the collapse_bench entry-point group\n")[1]
+    code = code.split("```")[0]
+    namespace: dict = {}
+    exec(compile(code, "docs/mitigations.md", "exec"), namespace)  # noqa: S102 - the project's own docs
+
+    class Mine:
+        bench_register_policies = staticmethod(namespace["bench_register_policies"])
+
+    from bench.plugins import Bench
+    from bench.loop import Run
+
+    b = Bench(extra_plugins=[Mine()])
+    spec = resolve(b, "gaussian", "smoke", seed=0, generations=2, mitigation="typical:2,m0")
+    outcome = Run(b, spec, tmp_path).execute()
+    assert outcome.status == "complete" and M.label(b, spec) == "typical:2,m0"
+    info = json.loads((outcome.path / "gens" / R.gen_name(1) / "info.json").read_text())
+    assert info["candidates_drawn"] == 2 * len(G.load_gaussian(spec.params, 0).train)

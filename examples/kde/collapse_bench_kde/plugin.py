@@ -229,6 +229,8 @@ def bench_register_models(register):
         presets=PRESETS,
         check=check_params,
         description="Gaussian kernel density estimate on a two-blob mixture: diffuses instead of collapsing",
+        # the source knows its density and draws fresh data: the oracle verifier and fresh:P apply
+        provides=("exact-loglik", "fresh-data"),
     ))
 
 
