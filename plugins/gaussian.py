@@ -100,6 +100,54 @@ def _categorical_params(params: Params) -> tuple[int, int, float, int]:
     return n_states, n_samples, zipf, n_test
 
 
+# Decoding options of the generators with their neutral values ("off"). A run's spec holds one only
+# when it is set away from neutral, so the generators read them with these defaults.
+GAUSSIAN_OPTIONS: dict[str, Any] = {"temperature": 1.0}
+CATEGORICAL_OPTIONS: dict[str, Any] = {"temperature": 1.0, "top_k": 0, "top_p": 1.0}
+
+
+def temperature_of(params: Params, who: str) -> float:
+    """The checked sampling temperature T of ``params`` (default 1.0): a finite number > 0."""
+    value = params.get("temperature", 1.0)
+    number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    t = float(value) if number else math.nan
+    if not (math.isfinite(t) and t > 0):
+        raise ValueError(f"{who}: temperature must be a finite number > 0 (1 samples the fitted model as "
+                         f"it is, below 1 sharpens it, above 1 flattens it); got {value!r}")
+    return t
+
+
+def categorical_decoding(params: Params, who: str) -> tuple[float, int, float]:
+    """Checked (temperature, top_k, top_p) of ``params``, defaults (1.0, 0, 1.0)."""
+    t = temperature_of(params, who)
+    k = params.get("top_k", 0)
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
+        raise ValueError(f"{who}: top_k must be an integer >= 0 (the number of most probable states "
+                         f"kept; 0 keeps all); got {k!r}")
+    p = params.get("top_p", 1.0)
+    if isinstance(p, bool) or not isinstance(p, (int, float, np.integer, np.floating)) or not 0.0 < float(p) <= 1.0:
+        raise ValueError(f"{who}: top_p must be a number in (0, 1] (the probability mass of the most "
+                         f"probable states kept; 1 keeps all); got {p!r}")
+    return t, int(k), float(p)
+
+
+def _check_with(decoding):
+    """A bundle check that ends a run before it starts when a decoding option is out of range."""
+
+    def check(params: Params) -> list[str]:
+        try:
+            decoding(params)
+        except ValueError as exc:
+            raise bench.BenchError(str(exc)) from None
+        return []
+
+    return check
+
+
+check_gaussian = _check_with(lambda params: temperature_of(params, "gaussian-sample"))
+check_categorical = _check_with(lambda params: categorical_decoding(params, "categorical-sample"))
+
+
 def _fingerprint(tag: str, *arrays: np.ndarray) -> str:
     digest = hashlib.sha256(tag.encode())
     for array in arrays:
@@ -217,10 +265,14 @@ def fit_gaussian(request: bench.FitRequest) -> State:
 
 
 def sample_gaussian(state: State, n: int, prompts: Any, params: Params, rng: np.random.Generator) -> bench.Samples:
-    """``n`` draws from N(state['mean'], state['cov']) (symmetric square root, so a singular
-    covariance is fine); the prompts are ignored."""
+    """``n`` draws from N(state['mean'], T state['cov']) at temperature T = ``params['temperature']``
+    (default 1: the fitted Gaussian itself); symmetric square root, so a singular covariance is
+    fine; the prompts are ignored."""
+    t = temperature_of(params, "gaussian-sample")
     mean = np.asarray(state["mean"], dtype=np.float64)
     root = psd_sqrt(np.asarray(state["cov"], dtype=np.float64))
+    if t != 1.0:  # T = 1 leaves the draws exactly as they were before the option existed
+        root = root * math.sqrt(t)
     z = rng.standard_normal((int(n), mean.shape[0]))
     return bench.Samples("vectors", mean + z @ root)
 
@@ -312,9 +364,42 @@ def fit_categorical(request: bench.FitRequest) -> State:
     return {"probs": counts / counts.sum()}
 
 
+def decoded_probs(probs: np.ndarray, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> np.ndarray:
+    """The distribution ``categorical-sample`` draws from at these decoding settings.
+
+    In order, each step renormalised: temperature (p_i^(1/T)), top-k (the k most probable states;
+    0 = off) and top-p (the nucleus: the shortest run of most probable states whose mass reaches
+    p; 1 = off). States are ranked by probability, ties by state index (the lower first), so the
+    kept set is deterministic. Settings at their neutral values return ``probs`` itself."""
+    p = np.asarray(probs, dtype=np.float64)
+    if temperature != 1.0:
+        # p^(1/T) in log space: no overflow or underflow to an all-zero vector for small T.
+        positive = p > 0
+        logp = np.log(p, where=positive, out=np.full(p.shape, -np.inf))
+        top = logp[positive].max() if positive.any() else 0.0
+        p = np.where(positive, np.exp((logp - top) / temperature), 0.0)
+        p = p / p.sum()
+    if top_k or top_p < 1.0:
+        order = np.lexsort((np.arange(p.shape[0]), -p))  # most probable first, ties by index
+        keep = order
+        if top_k:
+            keep = keep[: int(top_k)]
+        if top_p < 1.0:
+            mass = np.cumsum(p[keep]) / p[keep].sum()
+            # The first prefix whose mass reaches p; a relative 1e-12 absorbs rounding in the sum.
+            reached = np.flatnonzero(mass >= top_p * (1.0 - 1e-12))
+            keep = keep[: int(reached[0]) + 1] if reached.size else keep
+        kept = np.zeros_like(p)
+        kept[keep] = p[keep]
+        p = kept / kept.sum()
+    return p
+
+
 def sample_categorical(state: State, n: int, prompts: Any, params: Params, rng: np.random.Generator) -> bench.Samples:
-    """``n`` independent draws from the fitted probabilities; the prompts are ignored."""
-    probs = np.asarray(state["probs"], dtype=np.float64)
+    """``n`` independent draws from the fitted probabilities after the decoding options
+    (``temperature``, ``top_k``, ``top_p``; see :func:`decoded_probs`); the prompts are ignored."""
+    temperature, top_k, top_p = categorical_decoding(params, "categorical-sample")
+    probs = decoded_probs(np.asarray(state["probs"], dtype=np.float64), temperature, top_k, top_p)
     return bench.Samples("categorical", rng.choice(probs.shape[0], size=int(n), p=probs).astype(np.int64))
 
 
@@ -364,6 +449,7 @@ CATEGORICAL_PRESETS = {
 def bench_register_models(register):
     register(bench.ModelBundle(
         name="gaussian",
+        check=check_gaussian,
         kind="vectors",
         load_real=load_gaussian,
         trainer="gaussian-fit",
@@ -383,6 +469,7 @@ def bench_register_models(register):
     ))
     register(bench.ModelBundle(
         name="categorical",
+        check=check_categorical,
         kind="categorical",
         load_real=load_categorical,
         trainer="categorical-fit",
@@ -409,8 +496,10 @@ def bench_register_trainers(register):
 
 @bench.hookimpl
 def bench_register_generators(register):
-    register(bench.Generator(name="gaussian-sample", generate=sample_gaussian, kinds=("vectors",)))
-    register(bench.Generator(name="categorical-sample", generate=sample_categorical, kinds=("categorical",)))
+    register(bench.Generator(name="gaussian-sample", generate=sample_gaussian, kinds=("vectors",),
+                             options=dict(GAUSSIAN_OPTIONS)))
+    register(bench.Generator(name="categorical-sample", generate=sample_categorical, kinds=("categorical",),
+                             options=dict(CATEGORICAL_OPTIONS)))
 
 
 @bench.hookimpl

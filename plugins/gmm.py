@@ -32,6 +32,9 @@ DATA_SOURCES = ("one-blob", "two-gaussians")
 # reg_covar is scikit-learn's default, which the notebook left untouched.
 _EM_DEFAULTS = {"n_components": 2, "tol": 1e-5, "max_iter": 2000, "reg_covar": 1e-6}
 
+# The generator's decoding option and its neutral value: in a run's spec only when set to another.
+OPTIONS = {"temperature": 1.0}
+
 PARAMS = {
     "n_samples": 1000,
     "n_test": 1000,
@@ -183,6 +186,7 @@ def check(params) -> list[str]:
     try:
         _check_params(params)
         true_mixture(params["data"])
+        temperature_of(params)
     except ValueError as exc:
         raise bench.BenchError(str(exc)) from None
     return []
@@ -273,8 +277,25 @@ def fit(request: FitRequest) -> dict[str, np.ndarray]:
     return mixture(model.weights_, model.means_, model.covariances_)
 
 
+def temperature_of(params) -> float:
+    """The checked sampling temperature T of ``params`` (default 1.0): a finite number > 0."""
+    value = params.get("temperature", 1.0)
+    number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    t = float(value) if number else math.nan
+    if not (math.isfinite(t) and t > 0):
+        raise ValueError(f"gmm-sample: temperature must be a finite number > 0 (1 samples the fitted "
+                         f"mixture as it is, below 1 sharpens each component, above 1 widens it); got {value!r}")
+    return t
+
+
 def generate(state, n: int, prompts, params, rng: np.random.Generator) -> Samples:
-    """n samples from the mixture (unconditional: prompts are ignored)."""
+    """n samples from the mixture at temperature T = ``params['temperature']`` (default 1): every
+    component's covariance scaled by T, the weights and means unchanged (unconditional: prompts
+    are ignored)."""
+    t = temperature_of(params)
+    if t != 1.0:  # T = 1 leaves the draws exactly as they were before the option existed
+        w, m, s = _parts(state)
+        state = mixture(w, m, s * t)
     return Samples("vectors", sample_mixture(state, n, rng))
 
 
@@ -359,7 +380,7 @@ def bench_register_trainers(register) -> None:
 
 @bench.hookimpl
 def bench_register_generators(register) -> None:
-    register(bench.Generator(name="gmm-sample", generate=generate, kinds=("vectors",)))
+    register(bench.Generator(name="gmm-sample", generate=generate, kinds=("vectors",), options=dict(OPTIONS)))
 
 
 @bench.hookimpl

@@ -234,6 +234,17 @@ class ReferenceClassifier:
         """Predicted labels."""
         return self.classes[self.predict_index(images)]
 
+    def log_confidence(self, images=None, features=None) -> np.ndarray:
+        """log max_c softmax(logits)_c of each image (or of given features): the log-probability of
+        the predicted class, <= 0, computed as max logit - logsumexp(logits). A two-class network
+        has one logistic output z; its confidence is then sigmoid(|z|)."""
+        h = self.features(images) if features is None else np.asarray(features, dtype=np.float64)
+        logits = h @ self.w2 + self.b2
+        if logits.shape[1] == 1:
+            return -np.logaddexp(0.0, -np.abs(logits[:, 0]))
+        top = logits.max(axis=1)
+        return -np.log(np.exp(logits - top[:, None]).sum(axis=1))
+
 
 def labels_of(samples: Samples, what: str) -> np.ndarray:
     """The integer labels of real samples (column ``label``); BenchError when there are none."""
@@ -489,3 +500,28 @@ METRICS: Sequence[Metric] = (
 def bench_register_metrics(register) -> None:
     for metric in METRICS:
         register(metric)
+
+
+# --------------------------------------------------------------------------------------------------
+# The classifier verifier (for selecting policies: filter, best-of)
+# --------------------------------------------------------------------------------------------------
+
+
+def verify_classifier(ctx: bench.VerifyContext, samples: Samples) -> np.ndarray:
+    """Each sample's log max-softmax probability under the reference classifier (its confidence in
+    the class it predicts), float64, higher = more confident. The classifier is the one the image
+    metrics use (:func:`reference_classifier`, trained once per real data set and setting), kept in
+    ``ctx.cache`` for the verifier's later calls."""
+    side = ctx.cache.get("image:reference-classifier")
+    if side is None:
+        side = ctx.cache["image:reference-classifier"] = reference_classifier(ctx.real, ctx.params)
+    x = _images(samples, "samples to verify")
+    return np.asarray(side.classifier.log_confidence(x), dtype=np.float64)
+
+
+@bench.hookimpl
+def bench_register_verifiers(register) -> None:
+    register(bench.Verifier(
+        name="classifier", score=verify_classifier, kinds=_IMAGES, needs=("reference-classifier",),
+        description="log of the reference classifier's top-class probability (its confidence)",
+    ))

@@ -741,6 +741,11 @@ def bench_register_models(register) -> None:
             description="convolutional VAE retrained from scratch on its own decoded samples "
             "(Shumailov et al. 2024, MNIST experiment)",
             check=check,
+            provides=("reference-classifier",),
+            headline=bench.Headline(
+                "vae-latent-spread/dim", threshold=0.5, mode="ratio",
+                why="the paper's probe: collapse when the latent spread under the frozen generation-0 "
+                    "encoder halves"),
         )
     )
 

@@ -7,8 +7,9 @@ import warnings
 import numpy as np
 import pytest
 import scipy.linalg
-from scipy import stats
+from scipy import special, stats
 
+import bench
 from bench.components import MetricContext, ModelBundle, RealData, Samples
 from bench.errors import BenchError
 from collapse_bench_plugins import image_metrics as I
@@ -356,3 +357,77 @@ def test_registered_metrics_directions_and_params():
     assert set(I.IMAGE_METRIC_PARAMS) == {
         "image_classifier_hidden", "image_classifier_epochs", "image_classifier_seed",
         "vendi_samples", "class_coverage_threshold", "feature_logdet_ridge"}
+
+
+# --------------------------------------------------------------------------------------------------
+# The classifier verifier
+# --------------------------------------------------------------------------------------------------
+
+
+def verify_ctx(real, params=None) -> bench.VerifyContext:
+    return bench.VerifyContext(generation=1, real=real, state={}, reference_state={}, score=None,
+                               params={**CLF, **(params or {})})
+
+
+def test_classifier_verifier_is_the_log_top_class_probability(real):
+    ctx = verify_ctx(real)
+    scores = I.verify_classifier(ctx, real.test)
+    assert scores.dtype == np.float64 and scores.shape == (len(real.test),)
+    assert np.isfinite(scores).all() and (scores <= 0).all()
+    # Independently: log of the largest softmax probability of the network's logits.
+    clf = I.reference_classifier(real, CLF).classifier
+    logits = clf.features(real.test.data) @ clf.w2 + clf.b2
+    np.testing.assert_allclose(scores, np.log(special.softmax(logits, axis=1).max(axis=1)), rtol=1e-10, atol=1e-12)
+
+
+def test_classifier_verifier_scores_real_digits_above_noise(real):
+    ctx = verify_ctx(real)
+    digits = I.verify_classifier(ctx, real.test)
+    noise_images = np.random.default_rng(1).uniform(0.0, 1.0, size=real.test.data.shape).astype(np.float32)
+    noise = I.verify_classifier(ctx, images(noise_images))
+    assert noise.shape == (len(noise_images),) and np.isfinite(noise).all()
+    # Welch's standard error of the difference of the two means.
+    se = math.sqrt(digits.var(ddof=1) / len(digits) + noise.var(ddof=1) / len(noise))
+    assert digits.mean() - noise.mean() > 4.0 * se, (digits.mean(), noise.mean(), se)
+
+
+def test_classifier_verifier_is_deterministic_and_reuses_the_metrics_classifier(real, monkeypatch):
+    first = I.verify_classifier(verify_ctx(real), real.test)
+    calls = []
+    monkeypatch.setattr(I, "train_reference_classifier", lambda *a, **k: calls.append(1))
+    ctx = verify_ctx(real)
+    again = I.verify_classifier(ctx, real.test)
+    np.testing.assert_array_equal(again, first)
+    np.testing.assert_array_equal(I.verify_classifier(ctx, real.test), first)
+    assert calls == []  # the classifier the metrics trained, not a new one
+    assert ctx.cache["image:reference-classifier"] is I.reference_classifier(real, CLF)
+    # Other classifier settings mean another classifier (the run's params decide, as for the metrics).
+    monkeypatch.undo()
+    other = I.verify_classifier(verify_ctx(real, {"image_classifier_seed": 1}), real.test)
+    assert not np.array_equal(other, first)
+
+
+def test_classifier_verifier_rejects_what_it_cannot_score(real):
+    with pytest.raises(BenchError, match="shape"):
+        I.verify_classifier(verify_ctx(real), images(np.zeros((3, 28, 28))))
+    with pytest.raises(BenchError, match="NaN"):
+        I.verify_classifier(verify_ctx(real), images(np.full((3, 8, 8), np.nan)))
+
+
+def test_log_confidence_of_a_two_class_network_is_the_logistic_of_the_margin():
+    # scikit-learn gives a two-class network one logistic output z: P(top class) = sigmoid(|z|).
+    clf = I.ReferenceClassifier(w1=np.eye(2), b1=np.zeros(2), w2=np.array([[1.0], [-1.0]]), b2=np.array([0.5]),
+                                classes=np.array([0, 1]), image_shape=(1, 2))
+    x = np.array([[[3.0, 0.0]], [[0.0, 3.0]], [[0.0, 0.5]]])
+    z = np.array([3.5, -2.5, 0.0])
+    np.testing.assert_allclose(clf.log_confidence(x), np.log(special.expit(np.abs(z))), rtol=1e-12)
+
+
+def test_classifier_verifier_registration_and_the_vae_bundle(bench_plugins):
+    ver = bench_plugins.verifiers.get("classifier")
+    assert ver.score is I.verify_classifier
+    assert ver.kinds == ("images",) and ver.needs == ("reference-classifier",)
+    vae = bench_plugins.models.get("vae")
+    assert "reference-classifier" in vae.features(vae.params)
+    assert vae.headline == bench.Headline("vae-latent-spread/dim", 0.5, "ratio", vae.headline.why)
+    assert "vae-latent-spread" in vae.metrics
