@@ -11,9 +11,19 @@ Bundles:
 
 The components (``hf-lm-train``, ``hf-lm-generate``, ``hf-lm-score``) live in hf_model.py and the
 data in hf_data.py and lm_source.py; this module registers them.
+
+Mitigations of this track (docs/lm-model.md, "Mitigations: truncated cross-entropy and token
+editing"):
+
+- ``tce:G`` (trainer option ``tce``): the truncated cross-entropy of Shabgahi et al. 2025 (ForTIFAI),
+  from generation 1 on;
+- ``token-edit:P`` (policy): token-level editing of Zhu et al. 2024 (ToEdit): the next training set
+  is the real one with every token M_k predicts with probability above P resampled from M_k.
 """
 
 from __future__ import annotations
+
+import math
 
 import bench
 from collapse_bench_plugins import hf_data, hf_model, lm_source, text_metrics
@@ -25,7 +35,7 @@ CPU_SECONDS_PER_BEAM_PROMPT = 11.0 / 8
 WIKITEXT2_TRAIN_BLOCKS = 37_500
 
 TEXT_METRICS = (
-    "test-perplexity", "perplexity-drift", "head-mass", "tail-mass", "oos-mass", "reference-nll",
+    "test-nll", "test-perplexity", "perplexity-drift", "head-mass", "tail-mass", "oos-mass", "reference-nll",
     "reference-nll-shift", "distinct-n", "self-bleu", "type-token-ratio", "unigram-entropy",
     "rare-type-mass", "true-head-mass", "true-tail-mass", "true-oos-mass", "true-nll-shift",
 )
@@ -78,6 +88,7 @@ PRESETS = {
 def check(params) -> list[str]:
     """Refuse impossible settings; warn when a full-size model is about to train on a CPU, with an
     estimate of the time."""
+    hf_model.check_tce(params)  # a trainer option: refused before generation 0, not when generation 1 trains
     if params["new_tokens"] != params["block_size"]:
         raise bench.BenchError(
             f"new_tokens ({params['new_tokens']}) must equal block_size ({params['block_size']}): each "
@@ -99,6 +110,45 @@ def check(params) -> list[str]:
             f"generations about {10 * hours / 24:.0f} days. Use --device cuda, or --preset smoke."]
 
 
+FORTIFAI = ("Shabgahi et al. 2025, ForTIFAI: Fending Off Recursive Training Induced Failure for AI Models "
+            "(truncated cross-entropy)")
+TOEDIT = "Zhu et al. 2024, How to Synthesize Text Data without Model Collapse? (ToEdit)"
+
+HEADLINE = bench.Headline(
+    "test-nll", threshold=math.log(1.5), mode="diff",
+    why="test cross-entropy per token; collapse when it rises by ln 1.5 (perplexity up by half)",
+)
+
+
+def provides(params) -> set[str]:
+    """Per-token distributions always; the exact log-likelihood with the synthetic Markov source."""
+    features = {"token-probs"}
+    if params.get("dataset") == hf_data.SYNTHETIC_DATASET:
+        features.add("exact-loglik")
+    return features
+
+
+def _check_edit_threshold(params) -> None:
+    p = params.get("p")
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= float(p) <= 1.0:
+        raise ValueError(
+            f"the editing threshold P must be a probability in [0, 1], got {p!r}: tokens the model predicts "
+            "with probability above P are resampled (for example --policy token-edit:0.99)"
+        )
+
+
+def token_edit(ctx: bench.PolicyContext) -> bench.Samples:
+    """D_{k+1}: the real training blocks with each token M_k predicts with probability above P
+    resampled from M_k's distribution given the real prefix (hf_model.edit_tokens)."""
+    real = ctx.real.train
+    edited, resampled, changed = hf_model.edit_tokens(ctx.state, real, float(ctx.params["p"]),
+                                                      ctx.model_params, ctx.rng)
+    editable = len(real) * max(real.data.shape[1] - 1, 0)
+    ctx.record.update(tokens_edited=resampled, tokens_changed=changed,
+                      edit_fraction=resampled / editable if editable else 0.0)
+    return bench.Samples("tokens", edited)
+
+
 def _bundle(name: str, description: str, model: str) -> bench.ModelBundle:
     return bench.ModelBundle(
         name=name,
@@ -116,6 +166,8 @@ def _bundle(name: str, description: str, model: str) -> bench.ModelBundle:
         throughput=True,
         leaderboard_metrics=("test-perplexity", "perplexity-drift", "tail-mass", "oos-mass", "distinct-n",
                              "rare-type-mass", "self-bleu"),
+        provides=provides,
+        headline=HEADLINE,
     )
 
 
@@ -129,7 +181,8 @@ def bench_register_models(register):
 
 @bench.hookimpl
 def bench_register_trainers(register):
-    register(bench.Trainer("hf-lm-train", hf_model.fit, initial_state=hf_model.initial_state, kinds=("tokens",)))
+    register(bench.Trainer("hf-lm-train", hf_model.fit, initial_state=hf_model.initial_state, kinds=("tokens",),
+                           options=dict(hf_model.TRAINER_OPTIONS)))
 
 
 @bench.hookimpl
@@ -140,3 +193,29 @@ def bench_register_generators(register):
 @bench.hookimpl
 def bench_register_scorers(register):
     register(bench.Scorer("hf-lm-score", hf_model.score, kinds=("tokens",)))
+
+
+@bench.hookimpl
+def bench_register_policies(register):
+    register(bench.Policy(
+        "token-edit", token_edit, params={"p": 0.99}, positional="p", validate=_check_edit_threshold,
+        kinds=("tokens",), needs=("token-probs",), citation=TOEDIT,
+        description="the real training data with each token M_k predicts with probability above P "
+                    "resampled from M_k's distribution (token-level editing)",
+    ))
+
+
+@bench.hookimpl
+def bench_register_mitigations(register):
+    register(bench.Mitigation(
+        name="tce", kind="trainer", param="tce", neutral=1.0, kinds=("tokens",), citation=FORTIFAI,
+        example="tce:0.9",
+        description="truncated cross-entropy: target tokens the model predicts with probability above G "
+                    "carry no loss (from generation 1 on)",
+    ))
+    register(bench.Mitigation(
+        name="token-edit", kind="policy", kinds=("tokens",), needs=("token-probs",), citation=TOEDIT,
+        example="token-edit:0.99",
+        description="train on the real data with M_k's confident tokens resampled from M_k "
+                    "(token-level editing, semi-synthetic data)",
+    ))

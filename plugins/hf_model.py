@@ -10,7 +10,9 @@ the OPT architecture at toy size, built from the ``toy_*`` params and the run's 
   ``min_lr``, ``epochs`` passes over the data, the epoch with the best validation loss kept;
 - :func:`generate` continues each real training block by exactly ``new_tokens`` tokens
   (5-way beam search with repetition penalty 3.0 by default: the paper's synthetic data);
-- :func:`score` the log-likelihood of each block on its own, in nats.
+- :func:`score` the log-likelihood of each block on its own, in nats;
+- :func:`truncate_labels` the truncated cross-entropy (trainer option ``tce``) and
+  :func:`edit_tokens` token-level editing (policy ``token-edit``): two remedies for collapse.
 
 Every default and every choice made where the paper is silent is documented in docs/lm-model.md.
 Heavy libraries (torch, transformers) are imported inside the functions.
@@ -71,6 +73,11 @@ MODEL_PARAMS: dict[str, Any] = {
     "toy_positions": 256,
 }
 
+# Trainer options (optional parameters, in a spec only when set away from these neutral values).
+# ``tce``: the truncated cross-entropy threshold G (Shabgahi et al. 2025); 1 is plain cross-entropy.
+TRAINER_OPTIONS: dict[str, Any] = {"tce": 1.0}
+IGNORE_INDEX = -100  # torch's cross_entropy default ignore_index: a label that carries no loss
+
 _SEED_HIGH = 2**62
 
 
@@ -94,6 +101,18 @@ def check_params(params: Mapping[str, Any]) -> None:
     for key, allowed in (("dtype", DTYPES), ("score_dtype", DTYPES), ("lr_schedule", LR_SCHEDULES)):
         if params[key] not in allowed:
             raise BenchError(f"{key} must be one of {allowed}, got {params[key]!r}")
+    check_tce(params)
+
+
+def check_tce(params: Mapping[str, Any]) -> float:
+    """The trainer option ``tce`` (G, default 1) as a float; BenchError unless 0 < G <= 1."""
+    g = params.get("tce", TRAINER_OPTIONS["tce"])
+    if isinstance(g, bool) or not isinstance(g, (int, float, np.integer, np.floating)) or not 0 < float(g) <= 1:
+        raise BenchError(
+            f"tce (the truncated cross-entropy threshold G) must lie in (0, 1], got {g!r}: tokens the model "
+            "predicts with probability above G carry no loss; 1 is plain cross-entropy (e.g. --set tce=0.9)"
+        )
+    return float(g)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -435,12 +454,34 @@ def _check_positions(config, length: int, params, what: str) -> None:
         )
 
 
+def truncate_labels(logits, labels, threshold: float):
+    """Truncated cross-entropy's mask: ``labels`` with IGNORE_INDEX where the model's probability
+    of the label, softmax(logits)[label], exceeds ``threshold``; and that boolean mask.
+
+    ``logits`` (N, V) and ``labels`` (N,) as they go into the loss. No gradient flows through the
+    mask. The comparison is log p > log G with log p = logit[label] - logsumexp(logits), which is
+    never above 0 in floating point (logsumexp is at least the largest logit), so G = 1 masks
+    nothing and the labels come back equal to the input's: the loss is plain cross-entropy, bit for bit.
+    """
+    import torch
+
+    with torch.no_grad():
+        log_p = logits.gather(-1, labels[:, None])[:, 0] - torch.logsumexp(logits, dim=-1)
+        mask = log_p > math.log(threshold)
+        return labels.masked_fill(mask, IGNORE_INDEX), mask
+
+
 def fit_with_history(request: FitRequest) -> tuple[State, list[dict[str, float]]]:
-    """:func:`fit`, also returning one record per epoch: epoch, lr, train_loss, val_loss."""
+    """:func:`fit`, also returning one record per epoch: epoch, lr, train_loss, val_loss, and
+    tce_masked (the fraction of target tokens the truncated cross-entropy masked; 0 at generation 0)."""
     import torch
 
     p = request.params
     check_params(p)
+    tce = check_tce(p)
+    # TCE from generation 1 on: M_0 is the baseline's (and shares its seeds), so runs stay paired.
+    # The mask is computed for every G, 1 included (where it masks nothing).
+    use_tce = request.generation >= 1
     blocks = _check_blocks(request.data, "fit")
     val_blocks = None
     if request.validation is not None:
@@ -477,6 +518,8 @@ def fit_with_history(request: FitRequest) -> tuple[State, list[dict[str, float]]
         for epoch in range(epochs):
             order = torch.randperm(n, generator=gen)
             losses = []
+            masked = torch.zeros((), dtype=torch.int64, device=device)
+            targets = 0
             for start in range(0, n, batch):
                 lr = learning_rate(step, steps_per_epoch, p)
                 for group in optimizer.param_groups:
@@ -488,9 +531,21 @@ def fit_with_history(request: FitRequest) -> tuple[State, list[dict[str, float]]
                     position_ids = (torch.arange(length)[None, :] + offset).to(device)
                 with torch.autocast(device.type, dtype=amp, enabled=use_amp):
                     logits = model(input_ids=ids, position_ids=position_ids).logits
-                loss = torch.nn.functional.cross_entropy(
-                    logits[:, :-1].reshape(-1, logits.shape[-1]).float(), ids[:, 1:].reshape(-1)
-                )
+                flat = logits[:, :-1].reshape(-1, logits.shape[-1]).float()
+                labels = ids[:, 1:].reshape(-1)
+                targets += labels.numel()
+                if use_tce:
+                    labels, mask = truncate_labels(flat, labels, tce)
+                    masked += mask.sum()
+                    # Every token masked: nothing to learn from, and the mean over no tokens is NaN.
+                    # The step is skipped (no update; the batch's loss counts as 0). Checking costs a
+                    # device sync, so only where G < 1 (at G = 1 nothing is ever masked).
+                    if tce < 1.0 and bool(mask.all()):
+                        losses.append(torch.zeros((), device=device))
+                        step += 1
+                        continue
+                # Masked labels (IGNORE_INDEX) drop out of the mean: the loss is the mean over the rest.
+                loss = torch.nn.functional.cross_entropy(flat, labels)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 if float(p.get("grad_clip") or 0) > 0:
@@ -501,7 +556,8 @@ def fit_with_history(request: FitRequest) -> tuple[State, list[dict[str, float]]
                 losses.append(loss.detach())  # no device sync per step
                 step += 1
             record = {"epoch": epoch, "lr": learning_rate(step - 1, steps_per_epoch, p),
-                      "train_loss": torch.stack(losses).mean().item(), "val_loss": math.nan}
+                      "train_loss": torch.stack(losses).mean().item(), "val_loss": math.nan,
+                      "tce_masked": masked.item() / max(targets, 1)}
             if val_blocks is not None:
                 model.eval()
                 ll = _block_logliks(model, val_blocks, int(p["eval_batch_size"]), device, amp)
@@ -527,6 +583,11 @@ def fit(request: FitRequest) -> State:
     ``position_offset`` each training block sits at a random position offset in
     [0, min(new_tokens, positions - L)], so the positions a continuation uses are trained too.
     Seeded from ``request.rng``: the shuffles, offsets and dropout.
+
+    With the trainer option ``tce`` (G < 1) and from generation 1 on, the loss is the truncated
+    cross-entropy (Shabgahi et al. 2025): target tokens the model already predicts with probability
+    above G are ignored and the mean runs over the others (:func:`truncate_labels`); a batch with
+    every token masked is skipped. Generation 0 always trains with plain cross-entropy.
     """
     return fit_with_history(request)[0]
 
@@ -638,3 +699,73 @@ def score(state: State, samples: Samples, params: Mapping[str, Any]) -> Scores:
     model = cached_model(state, params, device, resolve_dtype(str(params.get("score_dtype", "fp32")), device))
     _check_positions(model.config, x.shape[1], params, f"scoring {x.shape[1]}-token blocks")
     return Scores(loglik=_block_logliks(model, x, int(params["eval_batch_size"]), device), units=units)
+
+
+# --------------------------------------------------------------------------------------------------
+# Token-level editing (the ``token-edit`` policy)
+# --------------------------------------------------------------------------------------------------
+
+
+def _suppressed_ids(params: Mapping[str, Any]) -> list[int]:
+    """The ids :func:`generation_config` bans with ``suppress_special`` (pad and unk, never eos)."""
+    if not params.get("suppress_special"):
+        return []
+    tokenizer = tokenizer_for(params)
+    eos = getattr(tokenizer, "eos_token_id", None)
+    ids = (getattr(tokenizer, "pad_token_id", None), getattr(tokenizer, "unk_token_id", None))
+    return sorted({i for i in ids if i is not None and i != eos})
+
+
+def edit_tokens(state: State, samples: Samples, threshold: float, params: Mapping[str, Any],
+                rng: np.random.Generator) -> tuple[np.ndarray, int, int]:
+    """Token-level editing (ToEdit, Zhu et al. 2024) of real blocks (n, L) under the model ``state``.
+
+    One teacher-forced pass over each block gives p(. | b_<t) for t = 1..L-1, the prefix always the
+    unedited block. Where the model's probability of the block's own token b_t exceeds
+    ``threshold``, b_t is replaced by a draw from p(. | b_<t) (the draw may return b_t itself);
+    every other token, and the first token of each block (which has no prediction), is kept. With
+    ``suppress_special`` the draw never returns the ids generation bans (pad, unk). The model runs
+    in ``score_dtype``, ``eval_batch_size`` blocks at a time; draws are seeded from ``rng``.
+
+    Returns (edited blocks, positions resampled, tokens changed).
+    """
+    import torch
+
+    check_params(params)
+    x = _check_blocks(samples, "token-edit")
+    edited = x.copy()
+    n, length = x.shape
+    seed = _seed(rng)
+    if not n or length < 2:
+        return edited, 0, 0
+    device = resolve_device(params)
+    model = cached_model(state, params, device, resolve_dtype(str(params.get("score_dtype", "fp32")), device))
+    _check_positions(model.config, length, params, f"editing {length}-token blocks")
+    banned = _suppressed_ids(params)
+    log_threshold = math.log(threshold) if threshold > 0 else -math.inf
+    batch = int(params["eval_batch_size"])
+    resampled = 0
+    with _fork_rng(device), torch.inference_mode():
+        torch.manual_seed(seed)
+        for start in range(0, n, batch):
+            ids = torch.from_numpy(np.ascontiguousarray(x[start : start + batch])).to(device)
+            logits = model(input_ids=ids).logits[:, :-1].float()  # position t-1 predicts token t
+            target = ids[:, 1:]
+            log_p = logits.gather(-1, target[..., None])[..., 0] - torch.logsumexp(logits, dim=-1)
+            where = log_p > log_threshold
+            count = int(where.sum())
+            if not count:
+                continue
+            probs = torch.softmax(logits[where], dim=-1)
+            if banned:
+                probs[:, banned] = 0.0
+                empty = probs.sum(dim=-1) <= 0  # all the mass on banned ids: keep the token
+                if bool(empty.any()):
+                    probs[empty, target[where][empty]] = 1.0
+            draws = torch.multinomial(probs, 1)[:, 0]
+            new = target.clone()
+            new[where] = draws
+            edited[start : start + ids.shape[0], 1:] = new.cpu().numpy()
+            resampled += count
+    changed = int((edited != x).sum())
+    return edited, resampled, changed
