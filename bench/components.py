@@ -131,8 +131,9 @@ class Headline:
     moves the wrong way (by its direction) past ``threshold`` relative to generation 0:
     ``value_g - value_0`` (``mode="diff"``) or ``value_g / value_0`` (``mode="ratio"``).
     For a ``lower`` metric collapse is ``diff >= threshold`` (or ``ratio >= threshold``); for a
-    ``higher`` one ``diff <= -threshold`` (or ``ratio <= threshold``). ``why`` says in a sentence
-    why this metric and threshold.
+    ``higher`` one ``diff <= -threshold`` (or ``ratio <= threshold``); for a ``target`` metric the
+    distance to the target is what must not grow: ``|v_g - t| - |v_0 - t| >= threshold`` (diff
+    mode). ``why`` says in a sentence why this metric and threshold.
     """
 
     metric: str
