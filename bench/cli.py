@@ -290,11 +290,37 @@ def report(runs_, out, per, metrics):
 @click.argument("results", nargs=-1, type=click.Path())
 @click.option("--track", help="Only this track: its name (gmm/smoke) or id.")
 @click.option("--out", "-o", default="leaderboards", show_default=True, help="Folder for the tables.")
-def leaderboard(results, track, out):
-    """Rank entries (runs differing only in seed) within each track; write Markdown, HTML, CSV, JSON."""
+@click.option("--suite", is_flag=True,
+              help="Also write the suite table (mitigations x tracks): suite.md, .html, .csv, .json, .png.")
+@click.option("--headline", "headline_metric", metavar="METRIC",
+              help="Headline metric row for every track (replaces run.json's), e.g. test-nll; needs --threshold.")
+@click.option("--threshold", type=float, help="Collapse threshold of --headline.")
+@click.option("--mode", type=click.Choice(["diff", "ratio"]), help="How --threshold compares with generation 0 "
+              "(default diff).")
+def leaderboard(results, track, out, suite, headline_metric, threshold, mode):
+    """Rank entries (runs differing only in seed) within each track; write Markdown, HTML, CSV, JSON.
+
+    With --suite, also the suite table: mitigations against tracks, each cell the rank on the track's
+    headline metric and the paired difference to replace (docs/leaderboards.md)."""
+    import math
+
     from bench.leaderboard import build
 
-    result = build(results or ["results"], track=track, out=out)
+    headline = None
+    if headline_metric is not None:
+        if threshold is None:
+            raise click.UsageError("--headline needs --threshold (the collapse threshold), e.g. --threshold 0.5")
+        if not math.isfinite(threshold):
+            raise click.UsageError(f"--threshold must be a finite number, got {threshold}")
+        headline = {"metric": headline_metric, "threshold": threshold, "mode": mode or "diff"}
+    elif threshold is not None or mode is not None:
+        raise click.UsageError("--threshold and --mode go with --headline METRIC")
+    if suite:
+        from bench.suite import build_suite
+
+        result = build_suite(results or ["results"], out, headline, track=track)
+    else:
+        result = build(results or ["results"], track=track, out=out, headline=headline)
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
     click.echo(result.summary())

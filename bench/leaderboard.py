@@ -14,6 +14,9 @@ The rules (docs/leaderboards.md has the full text):
   average rank; NaN ranks last; +-inf are ordinary extreme values.
 - Overall: the mean of an entry's ranks over the track's main metrics (final value and AUC), each
   main metric counting once however many rows it has; lowest mean first.
+- Gens to collapse (tracks with a headline metric): per seed, the first generation whose headline
+  value has moved past the threshold from generation 0; median and range over seeds
+  (:mod:`bench.suite`, which also builds the suite table across tracks from these boards).
 
 ``build(paths, track=None, out="leaderboards")`` does all of it; malformed or foreign files are
 named in a warning and skipped, never a crash.
@@ -67,6 +70,17 @@ def md_escape(value: Any) -> str:
 
 def html_escape(value: Any) -> str:
     return html.escape(str(value), quote=True)
+
+
+_CSV_FORMULA = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_text(value: Any) -> str:
+    """Text from results or plugins for a CSV cell: one starting with ``=``, ``+``, ``-``, ``@``, a
+    tab or a carriage return (a spreadsheet would run it as a formula) gets a leading apostrophe.
+    Numbers the tables compute are written with ``repr`` and never pass through this."""
+    text = str(value)
+    return "'" + text if text.startswith(_CSV_FORMULA) else text
 
 
 def slugify(name: str) -> str:
@@ -225,6 +239,9 @@ class RunRecord:
     main: tuple[str, ...]
     error: str | None
     track_ids: tuple[str, ...] = ()  # the track ids the runs recorded (several when joined)
+    mitigation: str = ""  # identity.mitigation (older runs: the policy label), the suite table's row
+    headline: dict[str, Any] | None = None  # run.json headline, checked (bench.suite.parse_headline)
+    headline_problem: str | None = None  # why run.json's headline was ignored
 
     @property
     def complete(self) -> bool:
@@ -268,10 +285,16 @@ def parse_run_json(path: Path, data: Any) -> RunRecord:
         raise _Malformed("leaderboard_metrics is not a list of metric names")
     entry = entry_spec(spec)
     error = data.get("error")
+    mitigation = identity.get("mitigation")
+    from bench.suite import parse_headline
+
+    headline, headline_problem = parse_headline(data.get("headline"))
     return RunRecord(path=path, run_id=data["run_id"], seed=spec["seed"], status=data["status"],
                      requested=data["generations_requested"], done=data["generations_done"], entry=entry,
                      entry_key=entry_key(entry), policy=policy, track=track,
-                     main=tuple(main), error=error if isinstance(error, str) else None)
+                     main=tuple(main), error=error if isinstance(error, str) else None,
+                     mitigation=mitigation if isinstance(mitigation, str) and mitigation else policy,
+                     headline=headline, headline_problem=headline_problem)
 
 
 def _load_run(path: Path) -> RunRecord | str:
@@ -495,6 +518,7 @@ class Entry:
     spec: dict[str, Any]
     score: float = math.nan
     rank: float = math.nan
+    mitigation: str = ""  # the suite table's row label (run.json identity.mitigation)
 
 
 @dataclass
@@ -509,10 +533,14 @@ class Board:
     entries: list[Entry]
     stats: dict[str, np.ndarray]  # "<final|auc>_<mean|low|high|rank>": entries x rows
     runs: int
+    curves: np.ndarray | None = None  # runs x rows x generations 0..N, for bench.suite
+    members: list[list[int]] = field(default_factory=list)  # per entry: its runs (curves' first axis), by seed
+    headline: dict[str, Any] | None = None  # the rule behind "gens to collapse" (bench.suite.attach_headline)
+    collapse: list[Any] | None = None  # per entry: bench.suite.Collapse or None (n/a); None: no column
 
 
 def _board(track_id: str, recs: list[RunRecord], idx: list[int], rows: _Rows, row_mask: np.ndarray,
-           warnings: list[str]) -> tuple[Board | None, int]:
+           warnings: list[str], headline: Any = None) -> tuple[Board | None, int]:
     """Entries, aggregates and ranks of one track (runs ``idx`` of ``recs``), and how many runs
     were skipped as a second copy of an entry's seed."""
     from bench.spec import _digest
@@ -608,7 +636,7 @@ def _board(track_id: str, recs: list[RunRecord], idx: list[int], rows: _Rows, ro
             stats[f"{w}_mean"][e], stats[f"{w}_low"][e], stats[f"{w}_high"][e] = mean, lo, hi
         rep = reps[e]
         entry_list.append(Entry(label=labels[e], id=_digest(rep.entry)[:8], seeds=[recs[i].seed for i in group],
-                                runs=[recs[i].path.name for i in group], spec=rep.entry))
+                                runs=[recs[i].path.name for i in group], spec=rep.entry, mitigation=rep.mitigation))
     seen: dict[str, int] = {}
     for e in entry_list:
         seen[e.label] = seen.get(e.label, 0) + 1
@@ -628,8 +656,13 @@ def _board(track_id: str, recs: list[RunRecord], idx: list[int], rows: _Rows, ro
     perm = sorted(range(n_e), key=lambda e: (overall[e], entry_list[e].label))
     entry_list = [entry_list[e] for e in perm]
     stats = {k: v[perm] for k, v in stats.items()}
-    return Board(track=dict(first.track), slug="", generations=n_gen, main=list(cover), rows=metric_rows,
-                 entries=entry_list, stats=stats, runs=len(used)), dupes
+    board = Board(track=dict(first.track), slug="", generations=n_gen, main=list(cover), rows=metric_rows,
+                  entries=entry_list, stats=stats, runs=len(used), curves=curves,
+                  members=[[int(x) for x in local[groups[e]]] for e in perm])
+    from bench.suite import attach_headline
+
+    attach_headline(board, [recs[i] for i in used], headline, warnings)
+    return board, dupes
 
 
 # -- writing --------------------------------------------------------------------------------------
@@ -690,17 +723,22 @@ def write_markdown(b: Board, path: Path) -> None:
     esc = md_escape
     main = [j for j, m in enumerate(b.rows) if m.main]
     other = [j for j, m in enumerate(b.rows) if not m.main]
+    gens = b.collapse is not None
     lines = [f"# Leaderboard: {esc(b.track['name'])}", "", _track_line(b, esc), "",
              f"Main metrics: {', '.join(esc(m) for m in b.main)}.", "",
              _LEGEND + RULE + " (docs/leaderboards.md).", ""]
-    head = ["rank", "entry", "seeds", "score"]
+    if gens:
+        lines += [esc(_collapse_legend(b)), ""]
+    head = ["rank", "entry", "seeds", "score"] + (["gens to collapse"] if gens else [])
     for j in main:
         m = b.rows[j]
         head += [f"{esc(m.name)} {_arrow(m, 'final')}", f"{esc(m.name)} AUC {_arrow(m, 'auc')}"]
-    align = ["---:", "---", "---:", "---:"] + ["---:"] * (2 * len(main))
+    align = ["---:", "---", "---:", "---:"] + ["---:"] * (2 * len(main) + gens)
     lines += ["| " + " | ".join(head) + " |", "|" + "|".join(align) + "|"]
     for e, entry in enumerate(b.entries):
         cells = [_rank_text(entry.rank), esc(entry.label), str(len(entry.seeds)), f"{entry.score:.3g}"]
+        if gens:
+            cells.append(esc(_collapse_cell(b, e)[0]))
         for j in main:
             cells += [_cell(b, e, j, "final"), _cell(b, e, j, "auc")]
         lines.append("| " + " | ".join(cells) + " |")
@@ -760,6 +798,8 @@ def write_html(b: Board, path: Path) -> None:
     esc = html_escape
     order = [j for j, m in enumerate(b.rows) if m.main] + [j for j, m in enumerate(b.rows) if not m.main]
     head = ["<th>rank</th>", "<th>entry</th>", "<th>id</th>", "<th>seeds</th>", "<th>score</th>"]
+    if b.collapse is not None:
+        head.append("<th>gens to collapse</th>")
     for j in order:
         m = b.rows[j]
         cls = ' class="main"' if m.main else ""
@@ -773,6 +813,9 @@ def write_html(b: Board, path: Path) -> None:
                  f"<td>{esc(entry.label)}</td>", f"<td>{esc(entry.id)}</td>",
                  f'<td class="n" data-v="{len(entry.seeds)}">{len(entry.seeds)}</td>',
                  f'<td class="n" data-v="{entry.score:.6g}">{entry.score:.3g}</td>']
+        if b.collapse is not None:
+            text, key = _collapse_cell(b, e)
+            cells.append(f'<td class="n" data-v="{key}">{esc(text)}</td>')
         for j in order:
             for w in ("final", "auc"):
                 r = b.stats[f"{w}_rank"][e, j]
@@ -786,6 +829,7 @@ def write_html(b: Board, path: Path) -> None:
 <p>{_track_line(b, esc)}</p>
 <p>Main metrics (★): {esc(', '.join(b.main))}. {esc(_LEGEND + RULE)}. Click a header to sort; metric columns
 sort by rank.</p>
+{f"<p>{esc(_collapse_legend(b))}</p>" if b.collapse is not None else ""}
 <table><thead><tr>{''.join(head)}</tr></thead>
 <tbody>
 {chr(10).join(body)}
@@ -800,22 +844,50 @@ sort by rank.</p>
 
 CSV_COLUMNS = ["track", "track_id", "rank", "score", "entry", "entry_id", "seeds", "metric", "main", "measure",
                "direction", "target", "mean", "ci_low", "ci_high", "metric_rank"]
+# added when the track has a headline: the entry's generations to collapse, median, min and max over
+# seeds (inf: not within generations 0..N; nan: undefined)
+CSV_COLLAPSE_COLUMNS = ["gens_to_collapse", "gens_to_collapse_min", "gens_to_collapse_max"]
+
+
+def _collapse_legend(b: Board) -> str:
+    from bench.suite import collapse_legend
+
+    return collapse_legend(b.headline, b.generations)
+
+
+def _collapse_cell(b: Board, e: int) -> tuple[str, str]:
+    """The entry's "gens to collapse" text and its sort key (data-v) for the HTML table."""
+    c = b.collapse[e] if b.collapse is not None else None
+    if c is None:
+        return "n/a", ""
+    key = "" if math.isnan(c.median) else ("Infinity" if math.isinf(c.median) else f"{c.median:g}")
+    return c.text(), key
+
+
+def _collapse_numbers(b: Board, e: int) -> list[str]:
+    c = b.collapse[e] if b.collapse is not None else None
+    if c is None:
+        return ["nan"] * 3
+    return [repr(float(x)) for x in (c.median, c.low, c.high)]
 
 
 def write_csv(b: Board, path: Path) -> None:
     """Tidy rows: one per entry, metric row and measure (final or auc)."""
     tmp = path.with_name(f".{path.name}.tmp")
+    gens = b.collapse is not None
     with open(tmp, "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(CSV_COLUMNS)
+        w.writerow(CSV_COLUMNS + (CSV_COLLAPSE_COLUMNS if gens else []))
         for e, entry in enumerate(b.entries):
+            extra = _collapse_numbers(b, e) if gens else []
             for j, m in enumerate(b.rows):
                 for measure in ("final", "auc"):
                     direction = m.direction if measure == "final" or m.direction != "target" else "lower"
                     target = "" if m.target is None or measure == "auc" else repr(m.target)
                     numbers = [repr(float(b.stats[f"{measure}_{s}"][e, j])) for s in ("mean", "low", "high", "rank")]
-                    w.writerow([b.track["name"], b.track["id"], f"{entry.rank:g}", repr(entry.score), entry.label,
-                                entry.id, len(entry.seeds), m.name, int(m.main), measure, direction, target, *numbers])
+                    w.writerow([csv_text(b.track["name"]), csv_text(b.track["id"]), f"{entry.rank:g}",
+                                repr(entry.score), csv_text(entry.label), csv_text(entry.id), len(entry.seeds),
+                                csv_text(m.name), int(m.main), measure, direction, target, *numbers, *extra])
     os.replace(tmp, path)
 
 
@@ -832,6 +904,10 @@ def board_json(b: Board) -> dict[str, Any]:
                 for measure in ("final", "auc")}
         entries.append({"rank": entry.rank, "score": _json_num(entry.score), "label": entry.label, "id": entry.id,
                         "seeds": entry.seeds, "runs": entry.runs, "spec": entry.spec, "metrics": metrics})
+        if b.collapse is not None:
+            c = b.collapse[e]
+            entries[-1]["gens_to_collapse"] = c.to_json() if c is not None else None
+    extra = {"headline": b.headline} if b.headline is not None else {}
     return {
         "format": FORMAT,
         "track": b.track,
@@ -842,6 +918,7 @@ def board_json(b: Board) -> dict[str, Any]:
         "runs": b.runs,
         "metrics": [{"name": m.name, "direction": m.direction, "target": m.target, "main": m.main} for m in b.rows],
         "entries": entries,
+        **extra,
     }
 
 
@@ -950,15 +1027,21 @@ def default_workers() -> int:
 
 
 def build(paths: Iterable[str | Path], track: str | None = None, out: str | Path = DEFAULT_OUT,
-          workers: int | None = None) -> LeaderboardResult:
+          workers: int | None = None, headline: Any = None) -> LeaderboardResult:
     """Scan result folders, rank the complete runs of each track, write the tables under ``out``.
 
-    ``track`` selects tracks by name (``gmm/smoke``) or id. Raises BenchError for a missing path,
-    no run folder at all, or a ``track`` matching none; malformed files become warnings.
+    ``track`` selects tracks by name (``gmm/smoke``) or id. ``headline`` (a
+    :class:`bench.components.Headline` or a dict with metric, threshold and mode) replaces every
+    track's run.json headline for the "gens to collapse" column. Raises BenchError for a missing
+    path, no run folder at all, or a ``track`` matching none; malformed files become warnings.
     """
     paths = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
     if not paths:
         raise BenchError("give at least one folder of results (for example results/)")
+    if headline is not None:
+        from bench.suite import override_headline
+
+        headline = override_headline(headline)
     workers = default_workers() if workers is None else workers
     result = LeaderboardResult()
     dirs, empty = find_run_dirs(paths)
@@ -1019,7 +1102,7 @@ def build(paths: Iterable[str | Path], track: str | None = None, out: str | Path
             if usable[i]:
                 by_track.setdefault(r.track["id"], []).append(i)
         for tid, idx in sorted(by_track.items(), key=lambda kv: (good[kv[1][0]].track["name"], kv[0])):
-            b, dupes = _board(tid, good, idx, rows, row_mask, result.warnings)
+            b, dupes = _board(tid, good, idx, rows, row_mask, result.warnings, headline)
             result.runs_skipped += dupes
             if b is not None:
                 boards.append(b)
