@@ -146,5 +146,6 @@ def entry_labels(entries: Sequence[tuple[str, dict[str, Any]]]) -> list[str]:
     keys = sorted({k for f in flats for k in f})
     differing = [k for k in keys if len({canon(f.get(k)) for f in flats}) > 1]
     differing.sort(key=lambda k: (_LABEL_ORDER.get(k, 4), k))
-    return [" ".join([policy] + [f"{k}={_short(f.get(k))}" for k in differing])
+    # A key an entry lacks (an optional parameter it never set) adds nothing to its label.
+    return [" ".join([policy] + [f"{k}={_short(f[k])}" for k in differing if k in f])
             for (policy, _), f in zip(entries, flats)]

@@ -519,6 +519,7 @@ class Entry:
     score: float = math.nan
     rank: float = math.nan
     mitigation: str = ""  # the suite table's row label (run.json identity.mitigation)
+    paths: list[Path] = field(default_factory=list)  # the run folders, as runs
 
 
 @dataclass
@@ -636,7 +637,8 @@ def _board(track_id: str, recs: list[RunRecord], idx: list[int], rows: _Rows, ro
             stats[f"{w}_mean"][e], stats[f"{w}_low"][e], stats[f"{w}_high"][e] = mean, lo, hi
         rep = reps[e]
         entry_list.append(Entry(label=labels[e], id=_digest(rep.entry)[:8], seeds=[recs[i].seed for i in group],
-                                runs=[recs[i].path.name for i in group], spec=rep.entry, mitigation=rep.mitigation))
+                                runs=[recs[i].path.name for i in group], spec=rep.entry, mitigation=rep.mitigation,
+                                paths=[recs[i].path for i in group]))
     seen: dict[str, int] = {}
     for e in entry_list:
         seen[e.label] = seen.get(e.label, 0) + 1
@@ -767,7 +769,7 @@ def _safe_id(text: str) -> str:
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#222}
 table{border-collapse:collapse;font-size:13px}th,td{border:1px solid #ccc;padding:3px 6px}
 th{background:#f3f3f3;cursor:pointer;position:sticky;top:0}td.n{text-align:right;white-space:nowrap}
-th.main{background:#e3ecfa}tr:nth-child(even) td{background:#fafafa}p{max-width:60em}"""
+th.main{background:#e3ecfa}tr:nth-child(even) td{background:#fafafa}p{max-width:60em}.scroll{overflow-x:auto}"""
 
 _JS = """document.querySelectorAll("th").forEach(function (th) {
   th.addEventListener("click", function () {
@@ -792,9 +794,9 @@ _JS = """document.querySelectorAll("th").forEach(function (th) {
 });"""
 
 
-def write_html(b: Board, path: Path) -> None:
-    """One self-contained page: a table sortable by clicking a header (a few lines of inline JS;
-    metric columns sort by rank), nothing fetched from the network."""
+def board_section_html(b: Board) -> str:
+    """The track's table with its legend, as HTML to place in a page (:func:`write_html`, and
+    the index page of :mod:`bench.site`)."""
     esc = html_escape
     order = [j for j, m in enumerate(b.rows) if m.main] + [j for j, m in enumerate(b.rows) if not m.main]
     head = ["<th>rank</th>", "<th>entry</th>", "<th>id</th>", "<th>seeds</th>", "<th>score</th>"]
@@ -821,19 +823,25 @@ def write_html(b: Board, path: Path) -> None:
                 r = b.stats[f"{w}_rank"][e, j]
                 cells.append(f'<td class="n" data-v="{r:g}">{esc(_cell(b, e, j, w))}</td>')
         body.append("<tr>" + "".join(cells) + "</tr>")
-    title = esc(f"Leaderboard: {b.track['name']}")
+    return f"""<p>{_track_line(b, esc)}</p>
+<p>Main metrics (★): {esc(', '.join(b.main))}. {esc(_LEGEND + RULE)}. Click a header to sort; metric columns
+sort by rank.</p>
+{f"<p>{esc(_collapse_legend(b))}</p>" if b.collapse is not None else ""}
+<div class="scroll"><table><thead><tr>{''.join(head)}</tr></thead>
+<tbody>
+{chr(10).join(body)}
+</tbody></table></div>"""
+
+
+def write_html(b: Board, path: Path) -> None:
+    """One self-contained page: a table sortable by clicking a header (a few lines of inline JS;
+    metric columns sort by rank), nothing fetched from the network."""
+    title = html_escape(f"Leaderboard: {b.track['name']}")
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <style>{_CSS}</style></head><body>
 <h1>{title}</h1>
-<p>{_track_line(b, esc)}</p>
-<p>Main metrics (★): {esc(', '.join(b.main))}. {esc(_LEGEND + RULE)}. Click a header to sort; metric columns
-sort by rank.</p>
-{f"<p>{esc(_collapse_legend(b))}</p>" if b.collapse is not None else ""}
-<table><thead><tr>{''.join(head)}</tr></thead>
-<tbody>
-{chr(10).join(body)}
-</tbody></table>
+{board_section_html(b)}
 <script>
 {_JS}
 </script>

@@ -551,8 +551,9 @@ td.win{background:#e6f0fa}td.loss{background:#fbe9e7}td.base{background:#f6f6f6}
 p,li{max-width:60em}img{max-width:100%}figcaption{font-size:.85em;color:#555;max-width:60em}"""
 
 
-def write_html(s: SuiteResult, path: Path, png: bytes | None) -> None:
-    """One self-contained page: inline style, the heatmap as a data URI, no script, nothing fetched."""
+def suite_section_html(s: SuiteResult, png: bytes | None) -> str:
+    """The suite table, its heatmap, the headline metrics and notes, as HTML to place in a page
+    (:func:`write_html`, and the index page of :mod:`bench.site`)."""
     esc = L.html_escape
     explain = "".join(f"<p>{esc(p)}</p>" for p in EXPLAIN)
     figure = ""
@@ -580,15 +581,20 @@ def write_html(s: SuiteResult, path: Path, png: bytes | None) -> None:
         table = "<p>No track has both a headline metric and a replace entry: no table.</p>"
         heads = ""
     notes = ("<h2>Notes</h2><ul>" + "".join(f"<li>{esc(n)}</li>" for n in s.notes) + "</ul>") if s.notes else ""
+    return f"""{explain}
+{table}
+{figure}
+{heads}
+{notes}"""
+
+
+def write_html(s: SuiteResult, path: Path, png: bytes | None) -> None:
+    """One self-contained page: inline style, the heatmap as a data URI, no script, nothing fetched."""
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Suite table</title>
 <style>{_CSS}</style></head><body>
 <h1>Suite table</h1>
-{explain}
-{table}
-{figure}
-{heads}
-{notes}
+{suite_section_html(s, png)}
 </body></html>
 """
     L._write_text(path, page)
@@ -716,9 +722,11 @@ def build_suite(paths: Iterable[str | Path], out: str | Path = L.DEFAULT_OUT, he
                 track: str | None = None, workers: int | None = None, bench: Any = None) -> SuiteResult:
     """Build the per-track leaderboards (:func:`bench.leaderboard.build`, written to ``out`` as
     always) and the suite table across their tracks: ``suite.md``, ``.html``, ``.csv``, ``.json``
-    and ``.png`` in ``out``. ``headline_override`` (a :class:`bench.components.Headline` or a dict
+    and ``.png`` in ``out``, and ``index.html``, one page with the suite table and every track's
+    table and trajectories (:mod:`bench.site`). ``headline_override`` (a :class:`bench.components.Headline` or a dict
     with metric, threshold and mode) replaces every track's headline. ``bench`` is the plugin
     registry that says where a mitigation does not apply (default: the installed plugins)."""
+    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
     override = override_headline(headline_override) if headline_override is not None else None
     lb = L.build(paths, track=track, out=out, workers=workers, headline=override)
     result = suite_from_boards(lb.boards, bench=bench)
@@ -732,5 +740,8 @@ def build_suite(paths: Iterable[str | Path], out: str | Path = L.DEFAULT_OUT, he
     write_html(result, files[1], files[4].read_bytes())
     write_csv(result, files[2])
     write_json(result, files[3])
+    from bench.site import write_index
+
+    files.append(write_index(result, paths, out))
     result.files = files
     return result

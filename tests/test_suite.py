@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 import shutil
 import subprocess
 import warnings
@@ -502,3 +503,39 @@ def test_malformed_runs_and_tracks_without_a_baseline_are_notes(results, tmp_pat
     assert data["tracks"] == [] and data["rows"] == []
     assert any("2 replace entries" in n and "no single baseline" in n for n in data["notes"])
     assert "No track has both a headline metric and a replace entry" in (tmp_path / "lb2" / "suite.md").read_text()
+
+
+def test_index_page_holds_the_suite_and_every_track(suite, crafted, chromium, tmp_path):
+    """index.html (bench.site): the suite table, then each track's table and trajectories, in one
+    self-contained page that escapes what it shows and renders in Chromium."""
+    from html.parser import HTMLParser
+
+    crafted_page = (crafted[1] / "index.html").read_text()
+    assert "<script>alert(1)" not in crafted_page and "&lt;script&gt;alert(1)&lt;/script&gt;|x" in crafted_page
+    _, out, _ = suite
+    page = (out / "index.html").resolve()
+    html = page.read_text()
+    assert not re.search(r'(src|href)="(https?:)?//', html)  # nothing fetched
+    boards = sorted(p.stem for p in out.glob("*.json") if p.stem != "suite")
+    profile = tmp_path / "profile"
+    dom = subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--dump-dom", page.as_uri()],
+                         capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0 and "<html" in dom.stdout, dom.stderr[-2000:]
+
+    class Dom(HTMLParser):
+        def __init__(self):
+            super().__init__(convert_charrefs=True)
+            self.tags = []
+
+        def handle_starttag(self, tag, attrs):
+            self.tags.append((tag, dict(attrs)))
+
+    d = Dom()
+    d.feed(dom.stdout)
+    sections = [a.get("id") for t, a in d.tags if t == "section"]
+    assert sections[0] == "suite" and sorted(sections[1:]) == boards
+    tags = [t for t, _ in d.tags]
+    assert tags.count("table") == 1 + len(boards)  # the suite table and one per track
+    imgs = [a["src"] for t, a in d.tags if t == "img"]
+    # the heatmap, then the headline and main-metric trajectories of each track
+    assert len(imgs) >= 1 + 2 * len(boards) and all(s.startswith("data:image/png;base64,") for s in imgs)
