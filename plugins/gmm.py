@@ -278,14 +278,10 @@ def fit(request: FitRequest) -> dict[str, np.ndarray]:
 
 
 def temperature_of(params) -> float:
-    """The checked sampling temperature T of ``params`` (default 1.0): a finite number > 0."""
-    value = params.get("temperature", 1.0)
-    number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-    t = float(value) if number else math.nan
-    if not (math.isfinite(t) and t > 0):
-        raise ValueError(f"gmm-sample: temperature must be a finite number > 0 (1 samples the fitted "
-                         f"mixture as it is, below 1 sharpens each component, above 1 widens it); got {value!r}")
-    return t
+    """The checked sampling temperature T of ``params`` (default 1.0), as gaussian-sample checks it."""
+    from collapse_bench_plugins.gaussian import temperature_of as checked
+
+    return checked(params, "gmm-sample")
 
 
 def generate(state, n: int, prompts, params, rng: np.random.Generator) -> Samples:

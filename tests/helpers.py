@@ -28,3 +28,26 @@ def assert_same_results(folder, reference):
     a, b = metric_values(folder), metric_values(reference)
     assert list(a.metric) == list(b.metric) and list(a.generation) == list(b.generation)
     np.testing.assert_array_equal(a.value.to_numpy(), b.value.to_numpy())
+
+
+def save_tiny_opt(path, words: int = 20, **config):
+    """A word-level tokenizer (<pad> <s> </s> <unk>, then w0..w{words-1}) and a tiny seeded OPT
+    saved side by side in ``path``; ``config`` overrides OPTConfig fields (e.g. dropout=0.0)."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import OPTConfig, OPTForCausalLM, PreTrainedTokenizerFast
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, **{f"w{i}": 4 + i for i in range(words)}}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", bos_token="<s>",
+                                  eos_token="</s>", unk_token="<unk>")
+    tok.save_pretrained(path)
+    settings = dict(vocab_size=len(tok), hidden_size=16, word_embed_proj_dim=16, num_hidden_layers=2,
+                    num_attention_heads=2, ffn_dim=32, max_position_embeddings=32,
+                    pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    torch.manual_seed(0)
+    OPTForCausalLM(OPTConfig(**{**settings, **config})).save_pretrained(path)
+    return path

@@ -19,7 +19,7 @@ from bench import BenchError, FitRequest, PolicyContext, RealData, Samples  # no
 from bench import results as R  # noqa: E402
 from collapse_bench_plugins import hf_lm  # noqa: E402
 from collapse_bench_plugins import hf_model as H  # noqa: E402
-from tests.helpers import bench_cli  # noqa: E402
+from tests.helpers import bench_cli, save_tiny_opt  # noqa: E402
 from tests.test_lm_track import TINY  # noqa: E402
 
 WORDS = 20  # ids 4..23; 0..3 are <pad>, <s>, </s>, <unk>
@@ -38,25 +38,8 @@ def _one_thread():
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     """A word-level tokenizer and a tiny OPT without dropout, saved side by side."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import OPTConfig, OPTForCausalLM, PreTrainedTokenizerFast
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    path = tmp_path_factory.mktemp("tiny-opt-no-dropout")
-    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, **{f"w{i}": 4 + i for i in range(WORDS)}}
-    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", bos_token="<s>",
-                                  eos_token="</s>", unk_token="<unk>")
-    tok.save_pretrained(path)
-    config = OPTConfig(vocab_size=len(tok), hidden_size=16, word_embed_proj_dim=16, num_hidden_layers=2,
-                       num_attention_heads=2, ffn_dim=32, max_position_embeddings=32, dropout=0.0,
-                       attention_dropout=0.0, activation_dropout=0.0, layerdrop=0.0,
-                       pad_token_id=0, bos_token_id=1, eos_token_id=2)
-    torch.manual_seed(0)
-    OPTForCausalLM(config).save_pretrained(path)
-    return path
+    return save_tiny_opt(tmp_path_factory.mktemp("tiny-opt-no-dropout"), WORDS, dropout=0.0, attention_dropout=0.0,
+                         activation_dropout=0.0, layerdrop=0.0)
 
 
 @pytest.fixture(scope="module")
