@@ -249,3 +249,16 @@ def test_the_docs_own_policy_example_runs_and_is_labelled(tmp_path):
     assert outcome.status == "complete" and M.label(b, spec) == "typical:2,m0"
     info = json.loads((outcome.path / "gens" / R.gen_name(1) / "info.json").read_text())
     assert info["candidates_drawn"] == 2 * len(G.load_gaussian(spec.params, 0).train)
+
+
+def test_bench_mitigations_lists_papers_and_where_each_applies(capsys):
+    code, out, err = bench_cli(capsys, "mitigations", "-p", "gmm", "-p", "opt125m", "--json")
+    assert code == 0, err
+    rows = {r["name"]: r for r in json.loads(out)}
+    assert rows["tce"]["where"]["opt125m"] == "applies" and "handles tokens" in rows["tce"]["where"]["gmm"]
+    assert rows["fresh"]["where"]["gmm"] == "applies" and "fresh-data" in rows["fresh"]["where"]["opt125m"]
+    code, out, err = bench_cli(capsys, "mitigations", "-p", "gmm")
+    assert code == 0 and "best-of (policy)" in out and "after: Ferbach et al. 2024" in out
+    assert "n/a on gmm: top-k:5 handles tokens, categorical samples and gmm makes vectors" in out
+    code, out, err = bench_cli(capsys, "mitigations", "-p", "gmmm")
+    assert code != 0 and "unknown model 'gmmm'" in err and "Did you mean 'gmm'" in err
