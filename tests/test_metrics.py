@@ -98,6 +98,20 @@ def test_perplexity_drift_and_test_perplexity_hand_computed():
     assert M.compute_perplexity_drift(ctx) == pytest.approx(math.exp(13 / 6 - 13 / 12))
 
 
+def test_test_nll_is_the_pooled_nll_and_stays_finite_where_perplexity_overflows():
+    ctx = make_ctx(samples=vec([0.0, 1.0]), score=_table_scorer([]), state={"id": np.array("k")},
+                   reference={"id": np.array("0")})
+    assert M.compute_test_nll(ctx) == pytest.approx(2.0)  # (6 + 4) / (2 + 3), as hand-computed above
+    # a collapsed model: N(0, 0.01^2) scoring N(0, 1) data gives about 5,000 nats per dimension
+    x = np.random.default_rng(2).normal(size=(200, 2))
+    s = 0.01
+    ctx = make_ctx(samples=vec(x), state={"mu": np.zeros(1), "sigma": np.array([s])})
+    nll = math.log(s) + 0.5 * math.log(2 * math.pi) + (x**2).mean() / (2 * s * s)
+    with np.errstate(over="ignore"):
+        assert M.compute_test_perplexity(ctx) == math.inf
+    assert M.compute_test_nll(ctx) == pytest.approx(nll, rel=1e-12) and nll > 709
+
+
 def test_perplexity_drift_is_one_at_generation_zero_and_scores_once():
     calls = []
     ref = {"id": np.array("0")}
@@ -466,6 +480,7 @@ def test_registered_metrics_declare_directions():
 
     b = Bench(extra_plugins=[M], entry_points=False)
     want = {
+        "test-nll": ("lower", None),
         "test-perplexity": ("lower", None),
         "perplexity-drift": ("lower", None),
         "head-mass": ("target", 1.0),
