@@ -13,3 +13,16 @@ def bench_plugins():
     from bench.plugins import Bench
 
     return Bench()
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """Headless Chromium's binary, for the tests that render HTML pages (Debian: apt-get install -y
+    chromium); the tests that need it skip without it."""
+    import shutil
+
+    for name in ("chromium", "chromium-browser", "/usr/bin/chromium"):
+        path = shutil.which(name)
+        if path:
+            return path
+    pytest.skip("no chromium binary (Debian: apt-get install -y chromium); the browser checks need it")

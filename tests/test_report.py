@@ -50,15 +50,6 @@ def lm_run(tmp_path_factory, bench_plugins):
     return Path(outcome.path)
 
 
-@pytest.fixture(scope="module")
-def chromium():
-    for name in ("chromium", "chromium-browser", "/usr/bin/chromium"):
-        path = shutil.which(name)
-        if path:
-            return path
-    pytest.skip("no chromium binary (Debian: apt-get install -y chromium); the report's browser checks need it")
-
-
 def _browse(binary, page, tmp_path, *args):
     profile = tmp_path / "chromium-profile"
     profile.mkdir(exist_ok=True)

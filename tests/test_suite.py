@@ -417,15 +417,6 @@ def test_markup_is_escaped(crafted):
     json.loads((out / "suite.json").read_text())
 
 
-@pytest.fixture(scope="module")
-def chromium():
-    for name in ("chromium", "chromium-browser", "/usr/bin/chromium"):
-        path = shutil.which(name)
-        if path:
-            return path
-    pytest.skip("no chromium binary (Debian: apt-get install -y chromium); the browser check needs it")
-
-
 def test_page_renders_in_chromium(crafted, chromium, tmp_path, bench_plugins):
     from html.parser import HTMLParser
 
