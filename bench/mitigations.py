@@ -49,10 +49,6 @@ def lookup(b: Bench, name: str) -> Mitigation:
                      "`bench plugins` lists them.")
 
 
-def _features(b: Bench, bundle: ModelBundle, params: Mapping[str, Any]) -> frozenset[str]:
-    return bundle.features(params)
-
-
 def _needs_reason(needs: Iterable[str], features: frozenset[str], what: str) -> str | None:
     missing = [n for n in needs if n not in features]
     if missing:
@@ -67,7 +63,7 @@ def policy_unavailable(b: Bench, bundle: ModelBundle, params: Mapping[str, Any],
     pol = b.policies.get(policy)
     if bundle.kind not in pol.kinds:
         return f"it handles {', '.join(pol.kinds)} samples and this model makes {bundle.kind}"
-    features = _features(b, bundle, params)
+    features = bundle.features(params)
     reason = _needs_reason(pol.needs, features, f"policy {policy!r}")
     if reason:
         return reason
@@ -104,7 +100,7 @@ def unavailable(b: Bench, plugin: str, text: str | Iterable[str], preset: str | 
         label = name if value is None else f"{name}:{value}"
         if bundle.kind not in m.kinds:
             return f"{label} handles {', '.join(m.kinds)} samples and {plugin} makes {bundle.kind}"
-        reason = _needs_reason(m.needs, _features(b, bundle, params), label)
+        reason = _needs_reason(m.needs, bundle.features(params), label)
         if reason:
             return reason
         if m.kind == "policy":
@@ -154,12 +150,6 @@ def translate(b: Bench, plugin: str, text: str | Iterable[str], policy: str | No
     return chosen or policy, overrides
 
 
-def _fmt(value: Any) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(value)
-    return str(value)
-
-
 def label(b: Bench, spec) -> str:
     """The label a run is ranked under in the suite table: its policy label, then each trainer or
     generator mitigation whose parameter differs from the preset's value, joined with ``+``
@@ -179,7 +169,7 @@ def label(b: Bench, spec) -> str:
         base = preset.get(m.param, base_params.get(m.param, m.neutral))
         value = spec.params.get(m.param, base_params.get(m.param, m.neutral))
         if value != base:
-            parts.append(f"{m.name}:{_fmt(value)}")
+            parts.append(f"{m.name}:{value}")
     policy = spec.policy_label
     if parts and policy == "replace":
         return "+".join(parts)
