@@ -99,6 +99,26 @@ def write_json(path: Path, data: Any, atomic: bool = True) -> None:
     _atomic(path, write, atomic)
 
 
+def write_text(path: Path, text: str, atomic: bool = True) -> None:
+    """Write UTF-8 text atomically (the one atomic writer for reports, tables and pages)."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+
+    _atomic(path, write, atomic)
+
+
+def write_bytes(path: Path, data: bytes, atomic: bool = True) -> None:
+    """Write bytes atomically (pictures)."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+
+    _atomic(path, write, atomic)
+
+
 def write_parquet(path: Path, table: pa.Table, atomic: bool = True) -> None:
     _atomic(path, lambda tmp: pq.write_table(table, tmp), atomic)
 
