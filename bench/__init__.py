@@ -2,6 +2,7 @@
 
 from bench.components import (
     FitRequest,
+    GenerateRequest,
     Generator,
     Headline,
     Metric,
@@ -11,7 +12,10 @@ from bench.components import (
     Policy,
     PolicyContext,
     RealData,
+    RealRequest,
+    SampleScores,
     Samples,
+    ScoreRequest,
     Scorer,
     Scores,
     Trainer,
@@ -19,7 +23,7 @@ from bench.components import (
     VerifyContext,
 )
 from bench.errors import BenchError
-from bench.executors import Executor
+from bench.types import Executor
 from bench.hookspecs import hookimpl
 
 __version__ = "0.1.0"
@@ -28,6 +32,7 @@ __all__ = [
     "BenchError",
     "Executor",
     "FitRequest",
+    "GenerateRequest",
     "Generator",
     "Headline",
     "Metric",
@@ -37,7 +42,10 @@ __all__ = [
     "Policy",
     "PolicyContext",
     "RealData",
+    "RealRequest",
+    "SampleScores",
     "Samples",
+    "ScoreRequest",
     "Scorer",
     "Scores",
     "Trainer",

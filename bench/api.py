@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from bench import results as R
+from bench.executors import thread_limits
 from bench.loop import Run, RunOutcome, batchable, run_group
+from bench.options import DEFAULT_KEEP_STATES, DEFAULT_OUT, DEFAULT_PLUGIN, RunOptions  # noqa: F401
 from bench.plugins import Bench
 from bench.progress import GroupProgress, Progress
-from bench.spec import Spec, load_config, parse_assignments, parse_seeds, resolve
-
-DEFAULT_OUT = "results"
+from bench.spec import Spec
 
 
 def specs(
@@ -31,35 +31,20 @@ def specs(
     metrics: Iterable[str] | None = None,
     config: str | Path | None = None,
     mitigation: str | Iterable[str] | None = None,
+    trainer: str | None = None,
+    generator: str | None = None,
+    scorer: str | None = None,
     bench: Bench | None = None,
 ) -> list[Spec]:
-    """The resolved specs, one per seed, of what :func:`run` would run. Explicit arguments win
-    over the config file's values."""
+    """The resolved specs, one per seed, of what :func:`run` would run, each checked by its model
+    as the run would check it. Explicit arguments win over the config file's values; the plugin
+    defaults to ``gmm``, as on the command line."""
     b = bench or Bench()
-    cfg = load_config(config) if config else {}
-    overrides = dict(cfg.get("set") or {})
-    if set is not None:
-        overrides.update(set if isinstance(set, Mapping) else parse_assignments(set))
-    plugin = plugin or cfg.get("plugin") or "gaussian"
-    seeds_value = seeds if seeds is not None else cfg.get("seeds", cfg.get("seed", 0))
-    return [
-        resolve(
-            b,
-            plugin,
-            preset or cfg.get("preset"),
-            seed=seed,
-            generations=generations if generations is not None else cfg.get("generations"),
-            policy=policy or cfg.get("policy"),
-            start=start or cfg.get("start"),
-            overrides=overrides,
-            metrics=metrics if metrics is not None else cfg.get("metrics"),
-            trainer=cfg.get("trainer"),
-            generator=cfg.get("generator"),
-            scorer=cfg.get("scorer"),
-            mitigation=mitigation if mitigation is not None else cfg.get("mitigation"),
-        )
-        for seed in parse_seeds(seeds_value)
-    ]
+    options = RunOptions.parse(dict(plugin=plugin, preset=preset, seeds=seeds, generations=generations,
+                                    policy=policy, start=start, set=set, metrics=metrics,
+                                    mitigation=mitigation, trainer=trainer, generator=generator,
+                                    scorer=scorer), config=config)
+    return options.specs(b)
 
 
 def run(
@@ -68,37 +53,60 @@ def run(
     *,
     out: str | Path | None = None,
     progress: bool = False,
-    keep_states: str = "first-last",
+    keep_states: str | None = None,
+    threads: int | None = None,
     bench: Bench | None = None,
     **options: Any,
 ) -> list[RunOutcome]:
     """Run (or resume, or extend) one chain per seed; return where each run lives and its status.
 
-    Options are those of :func:`specs`. Runs already complete return at once.
+    Options are those of :func:`specs`, plus ``out``, ``keep_states`` (``first-last``, ``all`` or
+    ``every:N``) and ``threads`` (the thread limit of numeric libraries while the runs go; default
+    :func:`bench.options.default_threads`). Runs already complete return at once.
     """
     b = bench or Bench()
-    return execute(b, specs(plugin, preset, bench=b, **options), Path(out or DEFAULT_OUT),
-                   keep_states=keep_states, progress=progress)
+    config = options.pop("config", None)
+    parsed = RunOptions.parse({**options, "plugin": plugin, "preset": preset, "out": out,
+                               "keep_states": keep_states, "threads": threads}, config=config)
+    return execute(b, parsed.specs(b), parsed.out, keep_states=parsed.keep_states, progress=progress,
+                   threads=parsed.thread_limit())
 
 
-def execute(b: Bench, run_specs: Iterable[Spec], out: Path, keep_states: str = "first-last",
-            progress: bool = False) -> list[RunOutcome]:
-    """Run resolved specs: chains of a batch-capable trainer (``fit_batch``) together in lockstep,
-    the others one after another. The first failure is raised once its group has stopped."""
-    run_specs = list(run_specs)
-    outcomes = []
+def lockstep_groups(b: Bench, run_specs: Iterable[Spec], batch: bool = True) -> list[list[Spec]]:
+    """The one rule for running seeds together: specs that differ only in seed, of a trainer that
+    fits several chains at once (``fit_batch``), form a group run in lockstep; every other spec is
+    a group of its own. Groups keep the order of their first spec; ``batch=False`` groups nothing."""
+    import json
+
     groups: dict[str, list[Spec]] = {}
     for spec in run_specs:
-        key = spec.trainer if len(run_specs) > 1 and batchable(b, spec) else f"#{len(groups)}"
-        groups.setdefault(key, []).append(spec)
-    for group in groups.values():
-        if len(group) > 1:
-            shared = GroupProgress(f"{group[0].plugin} x{len(group)}", group, out) if progress else None
-            outcomes += run_group(b, group, out, keep_states=keep_states,
-                                  progress=shared.member if shared else None)
+        if batch and batchable(b, spec):
+            key = json.dumps({k: v for k, v in spec.to_dict().items() if k != "seed"}, sort_keys=True, default=str)
         else:
-            p = Progress(group[0].folder_name) if progress else None
-            outcomes.append(Run(b, group[0], out, keep_states=keep_states).execute(p))
+            key = f"#{len(groups)}"
+        groups.setdefault(key, []).append(spec)
+    return list(groups.values())
+
+
+def execute(b: Bench, run_specs: Iterable[Spec], out: Path, keep_states: str = DEFAULT_KEEP_STATES,
+            progress: bool = False, threads: int | None = None) -> list[RunOutcome]:
+    """Run resolved specs: groups of :func:`lockstep_groups` together, the others one after
+    another, under a thread limit of ``threads`` (default :func:`bench.options.default_threads`).
+    The first failure is raised once its group has stopped."""
+    from bench.options import default_threads, parse_keep_states, parse_threads
+
+    keep_states = parse_keep_states(keep_states)
+    limit = parse_threads(threads) or default_threads()
+    outcomes: list[RunOutcome] = []
+    with thread_limits(limit):
+        for group in lockstep_groups(b, run_specs):
+            if len(group) > 1:
+                shared = GroupProgress(f"{group[0].plugin} x{len(group)}", group, out) if progress else None
+                outcomes += run_group(b, group, out, keep_states=keep_states,
+                                      progress=shared.member if shared else None)
+            else:
+                p = Progress(group[0].folder_name) if progress else None
+                outcomes.append(Run(b, group[0], out, keep_states=keep_states).execute(p))
     return outcomes
 
 

@@ -202,20 +202,19 @@ def real_continuations(ctx: MetricContext) -> list[str]:
     """Text of real training blocks 1..n-1: block i+1 is what truly follows prompt i, since the
     language-model track cuts one token stream into consecutive blocks and the generator
     continues block i for sample i. Taken from the real training samples' ``text`` column where
-    they have one, else decoded with the run's tokenizer (the language-model bundles')."""
+    they have one, else from the generated samples' ``prompt`` column: the loop prompts sample i
+    with real block i, and a language-model generator stores that prompt decoded with the run's
+    tokenizer, so prompt i+1 is the text of real block i+1."""
     train = ctx.real.train
     if "text" in train.columns:
         return [str(t) for t in list(train.columns["text"])[1:]]
-    if "model" not in ctx.params and "dataset" not in ctx.params:
+    prompts = ctx.samples.columns.get("prompt")
+    if prompts is None:
         raise BenchError(
-            "the real training samples have no 'text' column and the model is not a language-model bundle "
-            "with a tokenizer, so the evaluate metric has no references: give the real samples a 'text' "
-            "column, or pass inputs=a function returning the module's compute() arguments"
+            "the real training samples have no 'text' column and the generated samples no 'prompt' column "
+            "(the decoded real block each one continues), so the evaluate metric has no references: give "
+            "the real samples a 'text' column, store the prompt's text in the generator's 'prompt' column, "
+            "or pass inputs=a function returning the module's compute() arguments"
         )
-    from collapse_bench_plugins.hf_data import get_tokenizer
-
-    tokenizer = get_tokenizer(ctx.params)
-    rows = np.asarray(train.data)[1:].tolist()
-    if hasattr(tokenizer, "batch_decode"):
-        return list(tokenizer.batch_decode(rows))
-    return [tokenizer.decode(r) for r in rows]
+    # prompts repeat the real blocks when there are more samples than blocks; stop at the last block
+    return [str(t) for t in list(prompts)[1:len(train)]]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -12,7 +11,54 @@ import click
 import bench
 from bench.errors import BenchError
 
-DEFAULT_PLUGIN = "gmm"
+from bench.options import DEFAULT_PLUGIN
+
+
+def _bench(ctx: click.Context):
+    """The plugins of this command line, loaded once per invocation (the commands that run
+    something, and those whose options plugins add)."""
+    if "bench" not in ctx.meta:
+        from bench.plugins import Bench
+
+        ctx.meta["bench"] = Bench()
+    return ctx.meta["bench"]
+
+
+class PluginOptionsCommand(click.Command):
+    """A command that also takes the options plugins add through ``bench_cli_options``: they are
+    read from the plugins when the command parses its arguments or shows its help."""
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        params = super().get_params(ctx)  # the command's own, then --help
+        return params[:len(self.params)] + self.plugin_params(ctx) + params[len(self.params):]
+
+    def plugin_options(self, ctx: click.Context):
+        """The plugins' :class:`bench.options.CliOption` records for this command."""
+        self.plugin_params(ctx)
+        return ctx.meta[("plugin-options", self.name)][0]
+
+    def plugin_params(self, ctx: click.Context) -> list[click.Parameter]:
+        key = ("plugin-options", self.name)
+        if key not in ctx.meta:
+            from bench.options import cli_options
+            from bench.plugins import PluginError
+
+            b = _bench(ctx)
+            taken = {name for p in self.params for name in (p.name, *p.opts, *p.secondary_opts)}
+            options, params = cli_options(b, self.name), []
+            for option in options:
+                if option.flag in taken or option.name in taken:
+                    raise PluginError(f"a plugin adds option {option.flag} to bench {self.name}, which has an "
+                                      "option of that name already")
+                params.append(click.Option([option.flag, option.name], type=option.type, metavar=option.metavar,
+                                           help=option.help))
+            ctx.meta[key] = (options, params)
+        return ctx.meta[key][1]
+
+
+def _plugin_choices(ctx: click.Context, values: dict):
+    """(CliOption, value) for each plugin option given on the command line."""
+    return [(o, values[o.name]) for o in ctx.command.plugin_options(ctx) if values.get(o.name) is not None]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -22,7 +68,7 @@ def cli() -> None:
     the collapse."""
 
 
-@cli.command()
+@cli.command(cls=PluginOptionsCommand)
 @click.option("--plugin", "-p", help=f"Model plugin (default {DEFAULT_PLUGIN}; `bench plugins` lists them).")
 @click.option("--preset", help="Preset of the plugin (default: its smoke preset).")
 @click.option("--generations", "-g", type=int, help="Generations after generation 0 (default: the preset's).")
@@ -35,20 +81,15 @@ def cli() -> None:
               help="Where generations after the first start training from.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Override a parameter (repeatable); policy parameters as policy.KEY=VALUE.")
-@click.option("--model", help="Model for language-model plugins: a hub id or a local folder (same as --set model=...).")
-@click.option("--dataset", help="Dataset for language-model plugins: a hub id or local files (same as --set dataset=...).")
-@click.option("--device", help="Device for torch plugins: auto, cpu, cuda, cuda:1, mps (same as --set device=...).")
-@click.option("--dtype", help="Precision for torch plugins: auto, fp32, bf16, fp16 (same as --set dtype=...).")
 @click.option("--metric", "metrics", multiple=True, help="Metrics to compute instead of the plugin's defaults (repeatable).")
 @click.option("--config", type=click.Path(dir_okay=False), help="A YAML or TOML file holding a whole spec.")
 @click.option("--out", "-o", default=None, help="Folder for the run folders (default results/).")
-@click.option("--keep-states", default="first-last", show_default=True,
-              help="Model states to keep: first-last, all, or every:N.")
-@click.option("--tensorboard", "tensorboard", metavar="DIR",
-              help="Also log metrics to TensorBoard under DIR/<run folder> (sets BENCH_TENSORBOARD).")
+@click.option("--keep-states", default=None, help="Model states to keep: first-last (default), all, or every:N.")
+@click.option("--threads", type=int, help="Thread limit of torch, BLAS and OpenMP during the runs (default: "
+              "OMP_NUM_THREADS if set, else the cores up to 8). Not part of the spec: run ids stay the same.")
 @click.option("--dry-run", is_flag=True, help="Print the resolved spec and run folder; run nothing.")
-def run(plugin, preset, generations, seeds, policy, mitigation, start, sets, model, dataset, device, dtype, metrics,
-        config, out, keep_states, tensorboard, dry_run):
+def run(plugin, preset, generations, seeds, policy, mitigation, start, sets, metrics, config, out, keep_states,
+        threads, dry_run, **plugin_values):
     """Run, resume or extend collapse chains (one run per seed).
 
     \b
@@ -57,76 +98,56 @@ def run(plugin, preset, generations, seeds, policy, mitigation, start, sets, mod
       bench run --plugin gmm --preset paper --seeds 0-4 --policy mix:0.1
       bench run --plugin gaussian --set n_samples=50 --generations 200
     """
-    from bench import api
-    from bench.plugins import Bench
-    from bench.spec import load_config
+    from contextlib import ExitStack
 
-    _check_keep_states(keep_states)
-    b = Bench()
-    cfg = load_config(config) if config else {}
-    if not plugin and not cfg.get("plugin"):
-        plugin = DEFAULT_PLUGIN
-    out_dir = Path(out or cfg.get("out") or api.DEFAULT_OUT)
+    from bench import api
+    from bench.options import RunOptions
+    from bench.progress import count_and_names
     from bench.spec import parse_assignments
 
-    overrides = parse_assignments(sets)
-    for key, value in (("model", model), ("dataset", dataset), ("device", device), ("dtype", dtype)):
-        if value is not None:
-            overrides[key] = value
-    specs = api.specs(plugin, preset, seeds=seeds, generations=generations, policy=policy, start=start,
-                      set=overrides, metrics=list(metrics) or None, config=config, mitigation=mitigation, bench=b)
-    if dry_run:
-        for spec in specs:
-            click.echo(json.dumps({"run_folder": str(out_dir / spec.folder_name), "run_id": spec.run_id,
+    ctx = click.get_current_context()
+    options = RunOptions.parse(
+        {"plugin": plugin, "preset": preset, "generations": generations, "seeds": seeds, "policy": policy,
+         "mitigation": mitigation, "start": start, "set": parse_assignments(sets), "metrics": list(metrics) or None,
+         "out": out, "keep_states": keep_states, "threads": threads},
+        config=config, plugin_options=_plugin_choices(ctx, plugin_values))
+    b = _bench(ctx)
+    if dry_run:  # resolved and checked by the model as the run would be; warnings on stderr
+        for spec in options.specs(b, warn=lambda message: click.echo(f"Warning: {message}", err=True)):
+            click.echo(json.dumps({"run_folder": str(options.out / spec.folder_name), "run_id": spec.run_id,
                                    "spec": spec.to_dict()}, indent=2))
         return
-    previous_tb = None
-    if tensorboard:
-        from collapse_bench_plugins.tensorboard_logger import ENV_TENSORBOARD, summary_writer_class
-
-        summary_writer_class()  # says how to install TensorBoard before anything runs
-        previous_tb = os.environ.get(ENV_TENSORBOARD)
-        os.environ[ENV_TENSORBOARD] = str(Path(tensorboard).absolute())
-    try:
-        outcomes = api.execute(b, specs, out_dir, keep_states=keep_states, progress=True)
-        if tensorboard:  # runs already complete started no logger: log what they hold
-            from collapse_bench_plugins.tensorboard_logger import export
-
-            for outcome in outcomes:
-                if not (Path(tensorboard) / outcome.path.name).exists():
-                    export(outcome.path, tensorboard)
-    finally:
-        if tensorboard:  # only for this command: the API and later commands in-process stay unlogged
-            if previous_tb is None:
-                os.environ.pop(ENV_TENSORBOARD, None)
-            else:
-                os.environ[ENV_TENSORBOARD] = previous_tb
-    click.echo(f"Results: {out_dir}/ ({len(specs)} run{'s' * (len(specs) != 1)}: "
-               + ", ".join(spec.folder_name for spec in specs) + ")")
-    click.echo(f"Read them with: python -c \"import bench.api as cb; print(cb.metrics('{out_dir}'))\"")
-    if tensorboard:
-        click.echo(f"TensorBoard: tensorboard --logdir {tensorboard}")
+    specs = options.specs(b)
+    after: list[str] = []
+    with ExitStack() as stack:  # what plugins' options do around the runs (--tensorboard: log them)
+        finishers = [stack.enter_context(option.around(value))
+                     for option, value in options.plugin_options if option.around is not None]
+        outcomes = api.execute(b, specs, options.out, keep_states=options.keep_states, progress=True,
+                               threads=options.thread_limit())
+        for finish in finishers:
+            if finish is not None:
+                after += finish(outcomes)
+    click.echo(f"Results: {options.out}/ ({count_and_names([s.folder_name for s in specs], 'run')})")
+    click.echo(f"Read them with: python -c \"import bench.api as cb; print(cb.metrics('{options.out}'))\"")
+    for line in after:
+        click.echo(line)
 
 
-@cli.command()
+@cli.command(cls=PluginOptionsCommand)
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--executor", "-e", help="Executor: local (default), dask, slurm; `bench plugins` lists them.")
 @click.option("--workers", "-w", type=int, help="Runs at once (local: processes, default the CPU count; 1 runs "
               "in-process. dask: LocalCluster workers. slurm: the array's concurrency cap).")
-@click.option("--threads-per-worker", type=int, help="Thread limit of each worker (default 1).")
-@click.option("--scheduler", metavar="ADDRESS", help="dask: a running scheduler (default: a LocalCluster on 127.0.0.1).")
-@click.option("--slurm-partition", help="slurm: the partition.")
-@click.option("--slurm-time", help="slurm: time limit per job: minutes, H:MM:SS or D-HH:MM:SS (default 240 minutes).")
-@click.option("--slurm-array-parallelism", type=int, help="slurm: array tasks running at once.")
-@click.option("--slurm-folder", help="slurm: folder for submitit's job files and logs (default OUT/.submitit).")
+@click.option("--threads", type=int, help="Thread limit of each worker (default 1; local with --workers 1: as bench run).")
+@click.option("--threads-per-worker", type=int, help="The same as --threads.")
 @click.option("--out", "-o", default=None, help="Folder for the run folders (default: the file's out, else results/).")
 @click.option("--keep-states", default=None, help="Model states to keep: first-last (default), all, or every:N.")
 @click.option("--summary", "summary_file", type=click.Path(dir_okay=False),
               help="Write the JSON summary here (default OUT/.sweeps/<time>-<file>-<pid>.json).")
 @click.option("--no-batch", is_flag=True, help="Never run seeds of one setting in lockstep; one run per task.")
 @click.option("--dry-run", is_flag=True, help="List the runs and which are finished; run nothing.")
-def sweep(file, executor, workers, threads_per_worker, scheduler, slurm_partition, slurm_time,
-          slurm_array_parallelism, slurm_folder, out, keep_states, summary_file, no_batch, dry_run):
+def sweep(file, executor, workers, threads, threads_per_worker, out, keep_states, summary_file, no_batch, dry_run,
+          **plugin_values):
     """Run a grid of runs from a YAML or TOML FILE; finished runs are skipped, so the same command
     finishes what a crash left. Exits 1 if any run failed (the summary says which and why).
 
@@ -140,22 +161,24 @@ def sweep(file, executor, workers, threads_per_worker, scheduler, slurm_partitio
     See docs/sweeps.md for every key, the executors and their options.
     """
     from bench import sweep as S
-    from bench.plugins import Bench
 
-    b = Bench()
-    flags = {"scheduler": scheduler, "partition": slurm_partition, "time": slurm_time,
-             "array_parallelism": slurm_array_parallelism, "folder": slurm_folder}
-    owner = {"scheduler": "dask", "partition": "slurm", "time": "slurm", "array_parallelism": "slurm",
-             "folder": "slurm"}
+    ctx = click.get_current_context()
+    if threads is not None and threads_per_worker is not None and threads != threads_per_worker:
+        raise BenchError(f"--threads {threads} and --threads-per-worker {threads_per_worker} are the same "
+                         "setting; give one")
+    b = _bench(ctx)
     chosen = executor or S.read_file(file).get("executor") or S.DEFAULT_EXECUTOR
-    for key, value in flags.items():
-        if value is not None and owner[key] != chosen:
-            option = "--scheduler" if key == "scheduler" else f"--slurm-{key.replace('_', '-')}"
-            raise BenchError(f"{option} is an option of --executor {owner[key]}, but this sweep uses {chosen!r}")
-    sw = S.load(b, file, out=out, executor=executor, workers=workers, threads_per_worker=threads_per_worker,
+    flags = {}
+    for option, value in _plugin_choices(ctx, plugin_values):
+        if option.executor is not None and option.executor != chosen:
+            raise BenchError(f"{option.flag} is an option of --executor {option.executor}, but this sweep uses "
+                             f"{chosen!r}")
+        if option.executor_option is not None:
+            flags[option.executor_option] = value
+    sw = S.load(b, file, out=out, executor=executor, workers=workers,
+                threads_per_worker=threads if threads is not None else threads_per_worker,
                 keep_states=keep_states, batch=False if no_batch else None, summary=summary_file,
-                executor_flags={k: v for k, v in flags.items() if v is not None})
-    _check_keep_states(sw.keep_states)
+                executor_flags=flags)
     if dry_run:
         for line in S.dry_run_lines(b, sw):
             click.echo(line)
@@ -183,16 +206,17 @@ def sweep(file, executor, workers, threads_per_worker, scheduler, slurm_partitio
 def show(run_folder, index):
     """Print one sample across generations: for text, a prompt's continuation as the model drifts."""
     from bench import results as R
+    from bench.runfolder import read_run_json
 
     run_dir = Path(run_folder)
     if not (run_dir / R.RUN_JSON).is_file():
         raise BenchError(f"{run_dir} is not a run folder (it has no run.json); `ls results/` lists runs")
-    info = R.read_json(run_dir / R.RUN_JSON)
+    info = read_run_json(run_dir)
     done = R.finished_generations(run_dir)
     if done == 0:
         raise BenchError(f"run {run_dir.name} has no finished generation yet")
-    spec = info["spec"]
-    click.echo(f"{run_dir.name}: {spec['plugin']} {spec['preset']}, policy {info['identity']['policy']}, "
+    spec = info.spec
+    click.echo(f"{run_dir.name}: {spec['plugin']} {spec['preset']}, policy {info.policy_label}, "
                f"seed {spec['seed']}, {done} generation(s)")
     for k in range(done):
         row = R.read_sample_row(run_dir / R.GENS_DIR / R.gen_name(k) / "samples.parquet", index)
@@ -265,9 +289,11 @@ def plot(runs_, out, metrics):
     paper's Figure 1 (histograms of generated-data perplexity under M_0, test perplexity per setting)."""
     from bench.plots import plot as do_plot
 
+    from bench.progress import count_and_names
+
     files = do_plot(runs_, out, metrics=list(metrics) or None)
     folders = sorted({f.parent.name for f in files})
-    click.echo(f"Wrote {len(files)} plot(s) under {out}/: {', '.join(folders)}")
+    click.echo(f"Wrote {len(files)} plot(s) under {out}/ in {count_and_names(folders, 'folder')}")
 
 
 @cli.command()
@@ -280,10 +306,15 @@ def report(runs_, out, per, metrics):
     """Write self-contained HTML pages: spec, metric tables, plots, and sample text or images."""
     from bench.report import report as do_report
 
+    from bench.progress import count_and_names
+
     files = do_report(runs_, out, per=per, metrics=list(metrics) or None)
-    click.echo(f"Wrote {len(files)} report(s):")
-    for f in files:
-        click.echo(f"  {f}")
+    if len(files) <= 5:
+        click.echo(f"Wrote {len(files)} report(s):")
+        for f in files:
+            click.echo(f"  {f}")
+    else:  # a long list prints short: the folder, the count and the first few pages
+        click.echo(f"Wrote under {out}/ {count_and_names([f.name for f in files], 'report')}")
 
 
 @cli.command()
@@ -404,14 +435,6 @@ def new_plugin(name, parent, description):
 
     target = scaffold(name, parent, description)
     click.echo(next_steps(target, name))
-
-
-def _check_keep_states(value: str) -> None:
-    if value in ("first-last", "all"):
-        return
-    if value.startswith("every:") and value[6:].isdigit() and int(value[6:]) > 0:
-        return
-    raise BenchError(f"--keep-states {value!r}: use first-last, all, or every:N with N >= 1")
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

@@ -8,10 +8,17 @@ Samples travel as :class:`Samples`: a sample kind and one NumPy array whose firs
 samples (vectors: ``(n, d)`` floats; tokens: ``(n, L)`` integer ids; images: ``(n, H, W)`` floats;
 categorical: ``(n,)`` integer states). Policies mix data by indexing that axis, so they work for
 every kind. Model state is a flat ``dict[str, np.ndarray]``: saved as safetensors, never pickled.
+
+Every component call takes one request object: ``fit(FitRequest)``, ``generate(GenerateRequest)``,
+``score(ScoreRequest)``, ``load_real(RealRequest)``; metrics, policies and verifiers get a context.
+A component that checks parameters (``ModelBundle.check``) follows one convention: it returns the
+warnings to show and raises :class:`bench.BenchError` for impossible settings.
 """
 
 from __future__ import annotations
 
+import inspect
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Collection, Mapping, Sequence
 
@@ -113,6 +120,66 @@ class FitRequest:
     generation: int
 
 
+@dataclass(frozen=True)
+class GenerateRequest:
+    """What a generator gets: M_k's state, how many samples, the prompts (the real training set,
+    repeated when n exceeds it; unconditional models ignore them), its params, the random stream
+    of this draw and the generation k of the model that draws."""
+
+    state: State
+    n: int
+    prompts: Samples | None
+    params: Params
+    rng: np.random.Generator
+    generation: int
+
+
+@dataclass(frozen=True)
+class ScoreRequest:
+    """What a scorer gets: the model state to score under, the samples, the run's model params."""
+
+    state: State
+    samples: Samples
+    params: Params
+
+
+@dataclass(frozen=True)
+class RealRequest:
+    """What a bundle's ``load_real`` gets: the run's model params and its seed."""
+
+    params: Params
+    seed: int
+
+
+def _required_positional(fn: Callable) -> int:
+    """How many positional parameters ``fn`` needs; 0 where Python cannot tell (a builtin)."""
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return 0
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return sum(1 for p in signature.parameters.values() if p.kind in kinds and p.default is p.empty)
+
+
+def _one_request(fn: Callable, role: str, name: str, old: str, new: str, unpack: Callable) -> Callable:
+    """``fn`` itself when it takes one request object; else (the positional form of collapse-bench
+    0.1) a function that takes the request and unpacks it for ``fn``, with a DeprecationWarning."""
+    if _required_positional(fn) <= 1:
+        return fn
+    where = f"{getattr(fn, '__module__', None) or '?'}.{getattr(fn, '__qualname__', repr(fn))}"
+    warnings.warn(
+        f"{role} {name!r} ({where}) takes the old positional arguments {old}; take one request "
+        f"instead: {new}. The old form is adapted for now and stops working in collapse-bench 1.0.",
+        DeprecationWarning, stacklevel=4,
+    )
+
+    def adapted(request):
+        return fn(*unpack(request))
+
+    adapted.legacy = fn  # the plugin's own function, for introspection
+    return adapted
+
+
 # What a model bundle's data source may offer (``ModelBundle.provides``), and what policies,
 # verifiers and mitigations may need (their ``needs``):
 FEATURES = {
@@ -154,10 +221,11 @@ class ModelBundle:
     """What ``--plugin NAME`` selects: the real-data source, default components, metrics, presets.
 
     ``params`` holds the bundle's own parameters with their defaults; presets override any of
-    them (and may set ``generations``, ``policy``, ``start``). ``load_real(params, seed)`` returns
-    :class:`RealData`. ``check(params)`` runs before a run starts: it raises BenchError for
-    impossible settings and returns warnings to show (for example a time estimate when a GPU-sized
-    preset starts on a CPU). ``throughput=True`` adds rows
+    them (and may set ``generations``, ``policy``, ``start``). ``load_real(request)`` gets a
+    :class:`RealRequest` (params, seed) and returns :class:`RealData`. ``check(params)`` runs before
+    a run starts and follows the convention of every component check: it returns warnings to show
+    (for example a time estimate when a GPU-sized preset starts on a CPU) and raises BenchError for
+    impossible settings. ``throughput=True`` adds rows
     ``throughput/generate-units-per-s`` and ``throughput/fit-samples-per-s``: measurements of the
     machine, not of the model, so they differ between otherwise equal runs.
     ``leaderboard_metrics`` names the track's main metrics, those the overall rank is built from
@@ -165,11 +233,14 @@ class ModelBundle:
     metric with a direction. ``provides`` lists what the data source offers (see
     :data:`FEATURES`), or is a function of the params giving it (a preset may change the source).
     ``headline`` declares the track's headline metric and collapse threshold (:class:`Headline`).
+    ``files`` declares the entries the plugin writes into a run folder besides the harness's
+    own, name -> what it is (``{"grids": "a PNG grid of samples per generation"}``);
+    ``bench validate`` accepts these and fails any other.
     """
 
     name: str
     kind: str
-    load_real: Callable[[Params, int], RealData]
+    load_real: Callable[[RealRequest], RealData]
     trainer: str
     generator: str
     scorer: str
@@ -184,11 +255,17 @@ class ModelBundle:
     leaderboard_metrics: tuple[str, ...] = ()
     provides: "Callable[[Params], Collection[str]] | Collection[str]" = ()
     headline: "Headline | None" = None
+    files: Mapping[str, str] = field(default_factory=dict)
 
     def features(self, params: Params) -> frozenset[str]:
         """What this bundle's data source offers for these params (see :data:`FEATURES`)."""
         given = self.provides(params) if callable(self.provides) else self.provides
         return frozenset(given)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "load_real", _one_request(
+            self.load_real, "model bundle", self.name, "load_real(params, seed)",
+            "load_real(request: bench.RealRequest)", lambda r: (r.params, r.seed)))
 
 
 @dataclass(frozen=True)
@@ -215,31 +292,53 @@ class Trainer:
 
 @dataclass(frozen=True)
 class Generator:
-    """Draws ``n`` samples from a fitted model: ``generate(state, n, prompts, params, rng)``.
+    """Draws samples from a fitted model: ``generate(request: GenerateRequest) -> Samples`` with
+    exactly ``request.n`` samples.
 
-    ``prompts`` is the real training set for conditional models (each sample continues one prompt),
-    and may be ignored by unconditional ones; when more samples than prompts are asked for, the
-    harness repeats the prompts. Decoding settings live in ``params``; ``options`` are optional
-    decoding parameters with their neutral values (as :class:`Trainer`'s).
+    ``request.prompts`` is the real training set for conditional models (each sample continues one
+    prompt), and may be ignored by unconditional ones; when more samples than prompts are asked for,
+    the harness repeats the prompts. Decoding settings live in ``request.params``; ``options`` are
+    optional decoding parameters with their neutral values (as :class:`Trainer`'s).
     """
 
     name: str
-    generate: Callable[[State, int, "Samples | None", Params, np.random.Generator], Samples]
+    generate: Callable[[GenerateRequest], Samples]
     params: Mapping[str, Any] = field(default_factory=dict)
     kinds: tuple[str, ...] = SAMPLE_KINDS
     version: str = "1"
     options: Mapping[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "generate", _one_request(
+            self.generate, "generator", self.name, "generate(state, n, prompts, params, rng)",
+            "generate(request: bench.GenerateRequest)", lambda r: (r.state, r.n, r.prompts, r.params, r.rng)))
+
 
 @dataclass(frozen=True)
 class Scorer:
-    """Scores samples under a fitted model: ``score(state, samples, params) -> Scores``."""
+    """Scores samples under a fitted model: ``score(request: ScoreRequest) -> Scores``."""
 
     name: str
-    score: Callable[[State, Samples, Params], Scores]
+    score: Callable[[ScoreRequest], Scores]
     params: Mapping[str, Any] = field(default_factory=dict)
     kinds: tuple[str, ...] = SAMPLE_KINDS
     version: str = "1"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "score", _one_request(
+            self.score, "scorer", self.name, "score(state, samples, params)",
+            "score(request: bench.ScoreRequest)", lambda r: (r.state, r.samples, r.params)))
+
+
+@dataclass(frozen=True)
+class SampleScores:
+    """Scores the harness already computed for one sample set: ``model`` under the model that drew
+    it (M_k for S_{k+1}) and ``reference`` under M_0. They are the values of the set's
+    ``samples.parquet`` columns ``loglik_model``, ``loglik_reference`` and ``units``."""
+
+    samples: Samples
+    model: Scores
+    reference: Scores
 
 
 @dataclass
@@ -247,8 +346,12 @@ class MetricContext:
     """What a metric sees for generation k (row k describes model M_k).
 
     ``samples`` is S_{k+1}, drawn from M_k; ``state`` is M_k's state and ``reference_state`` M_0's.
-    ``score(state, samples)`` runs the bundle's scorer. ``cache`` is shared by all metrics of one
-    generation so that, for example, reference scores are computed once; use :meth:`cached`.
+    ``score(state, samples)`` runs the bundle's scorer. The scores every likelihood metric needs
+    come from typed accessors, each computed at most once per generation (the harness fills in
+    those it already has): :meth:`model_scores_samples`, :meth:`reference_scores_samples`,
+    :meth:`model_scores_real_test`, :meth:`reference_scores_real_test`. ``cache`` is for the
+    metrics' own intermediate values, shared by all metrics of one generation: use
+    ``cached(key, compute)`` with a key prefixed by the plugin's name.
     """
 
     generation: int
@@ -261,21 +364,36 @@ class MetricContext:
     score: Callable[[State, Samples], Scores]
     rng: np.random.Generator
     cache: dict = field(default_factory=dict)
+    model_scores: Scores | None = None  # S_{k+1} under M_k
+    reference_scores: Scores | None = None  # S_{k+1} under M_0
+    model_test_scores: Scores | None = None  # the real test set under M_k
+    reference_test_scores: Scores | None = None  # the real test set under M_0
 
     def cached(self, key: str, compute: Callable[[], Any]) -> Any:
+        """``compute()``'s value, computed once per generation and shared by the metrics."""
         if key not in self.cache:
             self.cache[key] = compute()
         return self.cache[key]
 
-    # Scores every metric of the generic family needs, computed at most once per generation.
-    def reference_scores_real_test(self) -> Scores:
-        return self.cached("ref:test", lambda: self.score(self.reference_state, self.real.test))
+    def model_scores_samples(self) -> Scores:
+        if self.model_scores is None:
+            self.model_scores = self.score(self.state, self.samples)
+        return self.model_scores
 
     def reference_scores_samples(self) -> Scores:
-        return self.cached("ref:samples", lambda: self.score(self.reference_state, self.samples))
+        if self.reference_scores is None:
+            self.reference_scores = self.score(self.reference_state, self.samples)
+        return self.reference_scores
 
     def model_scores_real_test(self) -> Scores:
-        return self.cached("model:test", lambda: self.score(self.state, self.real.test))
+        if self.model_test_scores is None:
+            self.model_test_scores = self.score(self.state, self.real.test)
+        return self.model_test_scores
+
+    def reference_scores_real_test(self) -> Scores:
+        if self.reference_test_scores is None:
+            self.reference_test_scores = self.score(self.reference_state, self.real.test)
+        return self.reference_test_scores
 
 
 @dataclass(frozen=True)
@@ -317,6 +435,8 @@ class PolicyContext:
     ``verify(samples)`` gives each sample's score under the verifier the policy's ``verifier``
     parameter names (higher = more plausible). ``state`` is M_k's state and ``model_params`` the
     run's model parameters, for policies that query the model themselves (token-edit).
+    ``latest`` holds S_{k+1} (``synthetic[-1]``) with the scores the harness already computed for
+    it under M_k and M_0 (:class:`SampleScores`): use them instead of scoring those samples again.
     ``record`` collects counts for the generation's info.json (``record["synthetic_kept"] = m``).
     """
 
@@ -331,6 +451,7 @@ class PolicyContext:
     state: State | None = None
     model_params: Params = field(default_factory=dict)
     record: dict = field(default_factory=dict)
+    latest: SampleScores | None = None
 
 
 @dataclass(frozen=True)
@@ -363,7 +484,9 @@ class Policy:
 @dataclass(frozen=True)
 class VerifyContext:
     """What a verifier sees: the real data, M_k (the model that drew the candidates), M_0, the
-    bundle's scorer (``score(state, samples) -> Scores``) and the run's model parameters."""
+    bundle's scorer (``score(state, samples) -> Scores``) and the run's model parameters.
+    ``latest`` is the newest synthetic set with its scores under M_k and M_0 (as the policy's):
+    a verifier asked to score exactly ``latest.samples`` may return those instead of scoring."""
 
     generation: int
     real: RealData
@@ -372,6 +495,7 @@ class VerifyContext:
     score: Callable[[State, Samples], Scores]
     params: Params
     cache: dict = field(default_factory=dict)
+    latest: SampleScores | None = None
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,15 @@
-"""The conformance kit: checks that a model plugin honours the plugin contract on a small preset.
+"""The conformance kit: checks that a model plugin or a policy honours the plugin contract on a
+small preset.
 
-Third parties run it in their own test suite, either by subclassing :class:`PluginContract` (one
-test per check) or through the ``bench_conformance`` pytest fixture (see bench/pytest_plugin.py),
-or from a script with :func:`check_plugin`. Every check runs the real harness (``bench.api.run``)
-and reads what it wrote with ``bench.results``; a whole contract costs five short runs (a run, an
-identical repeat, a run cut one generation short and then extended, and one generation with
-another seed) plus one direct call of the trainer, generator and scorer on generation 0.
+Third parties run it in their own test suite, either by subclassing :class:`PluginContract` or
+:class:`PolicyContract` (one test per check) or through the ``bench_conformance`` and
+``bench_policy_conformance`` pytest fixtures (see bench/pytest_plugin.py), or from a script with
+:func:`check_plugin` and :func:`check_policy`. Every check runs the real harness
+(``bench.api.run``) and reads what it wrote with ``bench.results``; a model's contract costs five
+short runs (a run, an identical repeat, a run cut one generation short and then extended, and one
+generation with another seed), three more for each warm start (``--start previous``, ``gen0``),
+plus direct calls of the trainer, generator and scorer on generation 0. A policy's costs three runs
+of a host model bundle with the policy and direct calls of its ``build``.
 
 Contract breaches never raise: they come back as :class:`Finding` values whose messages say what
 is wrong, how to fix it, and which sentence of CONTRIBUTING.md it breaks. docs/conformance.md
@@ -24,15 +28,24 @@ from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
+from bench.components import GenerateRequest, RealRequest, ScoreRequest
+
 # The checks, in the order they run; PluginContract has one test method per check.
-CHECKS = ("bundle", "samples", "determinism", "nll-units", "metric-directions", "resume", "state", "batch")
+CHECKS = ("bundle", "samples", "determinism", "nll-units", "metric-directions", "resume", "state", "batch",
+          "warm-start")
+# The checks of a policy (check_policy, PolicyContract), run on a host model bundle.
+POLICY_CHECKS = ("policy-samples", "policy-rng", "policy-resume")
+# The starts of generations >= 1 besides `pretrained` that the warm-start check runs (`--start`).
+WARM_STARTS = ("previous", "gen0")
+# The model bundle a policy is checked on unless another is named: first-party, CPU, seconds.
+POLICY_HOST = "gaussian"
 
 # Sentences of CONTRIBUTING.md ("Writing a plugin" and the hook reference) that the checks enforce;
 # tests/test_conformance.py keeps them word for word in sync with the file.
 CONTRACT = {
     "samples": "Samples are `bench.Samples(kind, array)`, first axis = samples; kinds are `vectors`, "
                "`tokens`, `images`, `categorical`.",
-    "generate": "`generate(state, n, prompts, params, rng) -> bench.Samples`: n samples from the model.",
+    "generate": "`generate(request: bench.GenerateRequest) -> bench.Samples`: `request.n` samples from the model.",
     "state": "Model state is a flat `dict[str, np.ndarray]`, saved with safetensors. No Python objects.",
     "randomness": "All randomness comes from the `rng` you are given (and `load_real` from the seed): a run "
                   "must be deterministic for a seed, and a resumed run must end as an uninterrupted one.",
@@ -289,11 +302,27 @@ class Conformance:
     """The runs and direct calls the checks share, made lazily and once; ``check(name)`` runs one
     check. :func:`check_plugin` and :class:`PluginContract` are built on it."""
 
+    names = CHECKS  # the checks this kit runs, in order
+    # The generations of the seed + 1 run between the two parts of the resumed run: generation 0
+    # calls every component of a model; a policy is first called for generation 1.
+    interlude_generations = 0
+
     def __init__(self, plugin: str, preset: str = "smoke", *, generations: int = 2, seed: int = 0,
                  set: Mapping[str, Any] | None = None, extra_plugins: Iterable[Any] = (),
-                 workdir: str | Path | None = None) -> None:
+                 workdir: str | Path | None = None, starts: Iterable[str] = WARM_STARTS,
+                 policy: str | None = None, start: str | None = None) -> None:
+        from bench.components import STARTS
         from bench.errors import BenchError
 
+        starts = (starts,) if isinstance(starts, str) else tuple(starts)
+        wrong = [s for s in starts if s not in WARM_STARTS]
+        if wrong:
+            raise BenchError(f"starts names {', '.join(map(repr, wrong))}; the warm starts are "
+                             f"{', '.join(WARM_STARTS)} (starts=() leaves the warm-start check out)")
+        if start is not None and start not in STARTS:
+            raise BenchError(f"start must be one of {', '.join(STARTS)}; got {start!r}")
+        if policy is not None and (not isinstance(policy, str) or not policy):
+            raise BenchError(f"name the policy to run (what --policy selects); got {policy!r}")
         if not isinstance(plugin, str) or not plugin:
             raise BenchError(f"name the model bundle to check (what --plugin selects); got {plugin!r}")
         if isinstance(generations, bool) or not isinstance(generations, int) or generations < 1:
@@ -309,6 +338,10 @@ class Conformance:
         self.seed = seed
         self.overrides = dict(set or {})
         self.extra_plugins = tuple(extra_plugins)
+        self.starts = starts
+        self.policy = policy
+        self.start = start
+        self._derived: dict[str, Conformance] = {}
         self._tmp = None
         if workdir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="bench-conformance-")
@@ -320,18 +353,29 @@ class Conformance:
         self._memo: dict[str, tuple[bool, Any]] = {}
 
     def validate(self) -> None:
-        """Raise BenchError when the arguments do not make a spec (an unknown plugin or preset, a
-        parameter the bundle does not have): a mistake of the caller, said once, not per check."""
+        """Raise BenchError when ``set`` holds what ``bench run --set`` would refuse (a parameter
+        that neither the bundle nor its components have, a value of the wrong type): a mistake of
+        the caller, said once, not per check. The spec is resolved as ``bench run`` resolves it, so
+        the kit accepts exactly what ``--set`` accepts; a bundle that does not resolve even without
+        ``set`` is the plugin's fault, which the checks report."""
         from bench.errors import BenchError
-        from bench.plugins import suggest
 
-        if self.plugin not in self.bench.models:  # reported by the bundle check
+        if not self.overrides or self.plugin not in self.bench.models:  # the bundle check reports it
             return
-        params = self.bench.models.get(self.plugin).params
-        for key in self.overrides:
-            if key not in params and not key.startswith("policy."):
-                raise BenchError(f"conformance check of {self.plugin!r}: set={{{key!r}: ...}} names no parameter of "
-                                 f"the bundle.{suggest(key, params)} Its parameters: {', '.join(sorted(params))}.")
+        try:
+            self._specs({})
+        except Exception:
+            return
+        try:
+            self._specs(self.overrides)
+        except BenchError as exc:
+            raise BenchError(f"conformance check of {self.plugin!r}, set={self.overrides!r}: {exc}") from None
+
+    def _specs(self, overrides: Mapping[str, Any]):
+        from bench import api
+
+        return api.specs(self.plugin, self.preset, seeds=self.seed, generations=self.generations, set=overrides,
+                         policy=self.policy, start=self.start, bench=self.bench)
 
     def close(self) -> None:
         """Remove the temporary folder (when the kit made it)."""
@@ -345,8 +389,8 @@ class Conformance:
         """The findings of one check (at least one); a prerequisite that fails is a failed finding."""
         from bench.errors import BenchError
 
-        if name not in CHECKS:
-            raise BenchError(f"unknown conformance check {name!r}; the checks are {', '.join(CHECKS)}")
+        if name not in self.names:
+            raise BenchError(f"unknown conformance check {name!r}; the checks are {', '.join(self.names)}")
         method = getattr(self, "check_" + name.replace("-", "_"))
         try:
             findings = method()
@@ -361,7 +405,7 @@ class Conformance:
         return findings
 
     def run_all(self, checks: Iterable[str] | None = None) -> list[Finding]:
-        return [f for name in (CHECKS if checks is None else checks) for f in self.check(name)]
+        return [f for name in (self.names if checks is None else checks) for f in self.check(name)]
 
     # -- lazily made things ---------------------------------------------------------------------------
 
@@ -383,17 +427,14 @@ class Conformance:
     @property
     def spec(self):
         def resolve():
-            from bench import api
-
-            return api.specs(self.plugin, self.preset, seeds=self.seed, generations=self.generations,
-                             set=self.overrides, bench=self.bench)[0]
+            return self._specs(self.overrides)[0]
 
         return self._once("spec", resolve, f"the spec of {self.plugin!r} with preset {self.preset!r} does not resolve")
 
     @property
     def real(self):
         def load():
-            return self.bundle.load_real(self.spec.params, self.seed)
+            return self.bundle.load_real(RealRequest(self.spec.params, self.seed))
 
         return self._once("real", load, f"load_real of {self.plugin!r} raised")
 
@@ -402,6 +443,8 @@ class Conformance:
         parts = [f"bench run --plugin {self.plugin} --preset {self.preset}",
                  f"--seeds {self.seed if seed is None else seed}",
                  f"--generations {self.generations if generations is None else generations}"]
+        parts += [f"--{option} {value}" for option, value in (("policy", self.policy), ("start", self.start))
+                  if value is not None]
         parts += [f"--set {k}={v}" for k, v in self.overrides.items()]
         return " ".join(parts)
 
@@ -410,7 +453,8 @@ class Conformance:
 
         _ = self.spec  # a spec that does not resolve is the reason, not the run
         outcomes = api.run(self.plugin, self.preset, out=self.root / folder, bench=self.bench, seeds=seed,
-                           generations=generations, set=self.overrides, keep_states="all")
+                           generations=generations, set=self.overrides, policy=self.policy, start=self.start,
+                           keep_states="all")
         return outcomes[0].path
 
     def run(self, folder: str) -> Path:
@@ -445,8 +489,9 @@ class Conformance:
         except _Unavailable:
             pass
         try:
-            self._once("other-seed", lambda: self._run("other-seed", 0, s + 1),
-                       f"the run `{self.command(0, s + 1)}` failed")
+            between = self.interlude_generations
+            self._once("other-seed", lambda: self._run("other-seed", between, s + 1),
+                       f"the run `{self.command(between, s + 1)}` failed")
         except _Unavailable:
             pass
 
@@ -510,10 +555,11 @@ class Conformance:
         spec, real = self.spec, self.real
         if stream_seed is None:
             return self._once("samples0", lambda: generator.generate(
-                self.state0(), len(real.train), real.train, spec.params, rng(spec.seed, 0, GENERATE)),
+                GenerateRequest(self.state0(), len(real.train), real.train, spec.params,
+                                rng(spec.seed, 0, GENERATE), 0)),
                 f"the generator {spec.generator!r} raised on generation 0's state")
-        return generator.generate(self.state0(), len(real.train), real.train, spec.params,
-                                  np.random.default_rng([stream_seed, 0xC0FFEE]))
+        return generator.generate(GenerateRequest(self.state0(), len(real.train), real.train, spec.params,
+                                                  np.random.default_rng([stream_seed, 0xC0FFEE]), 0))
 
     # -- the checks ---------------------------------------------------------------------------------
 
@@ -706,7 +752,7 @@ class Conformance:
         state, samples, real, params = self.state0(), self.samples0(), self.real, self.spec.params
         problems = []
         for what, data in (("generated samples", samples), ("real test set", real.test)):
-            scores = scorer.score(state, data, params)
+            scores = scorer.score(ScoreRequest(state, data, params))
             problems += _score_problems(scores, data, kind, f"scores of the {what} under M_0")
         fix = (" Return bench.Scores(loglik=<natural-log likelihood per sample, shape (n,)>, "
                "units=<units per sample, shape (n,)>)." + _contract("nats"))
@@ -752,7 +798,7 @@ class Conformance:
             if not 0 < k <= MAX_CATEGORICAL_STATES or seen.min() < 0:
                 return None
             states = Samples("categorical", np.arange(k, dtype=seen.dtype))
-            loglik = np.asarray(scorer.score(state, states, params).loglik, dtype=np.float64)
+            loglik = np.asarray(scorer.score(ScoreRequest(state, states, params)).loglik, dtype=np.float64)
             return f"the states 0..{k - 1}", float(np.exp(loglik).sum()), float(np.exp2(loglik).sum())
         if kind == "vectors":
             parts = [np.asarray(s.data, dtype=np.float64) for s in (real.test, samples)]
@@ -768,8 +814,8 @@ class Conformance:
             width = (hi - lo) or 1.0
             grid = np.linspace(lo - width, hi + width, DENSITY_GRID)
             dtype = np.asarray(real.test.data).dtype
-            loglik = np.asarray(scorer.score(state, Samples("vectors", grid[:, None].astype(dtype)), params).loglik,
-                                dtype=np.float64)
+            grid_samples = Samples("vectors", grid[:, None].astype(dtype))
+            loglik = np.asarray(scorer.score(ScoreRequest(state, grid_samples, params)).loglik, dtype=np.float64)
             return (f"a grid on [{grid[0]:.3g}, {grid[-1]:.3g}]", float(np.trapezoid(np.exp(loglik), grid)),
                     float(np.trapezoid(np.exp2(loglik), grid)))
         return None
@@ -788,7 +834,7 @@ class Conformance:
             axes.append(np.linspace(lo - width, hi + width, DENSITY_GRID_2D))
         gx, gy = np.meshgrid(*axes, indexing="ij")
         points = np.stack([gx.ravel(), gy.ravel()], axis=1).astype(np.asarray(self.real.test.data).dtype)
-        loglik = np.asarray(scorer.score(state, Samples("vectors", points), self.spec.params).loglik,
+        loglik = np.asarray(scorer.score(ScoreRequest(state, Samples("vectors", points), self.spec.params)).loglik,
                             dtype=np.float64).reshape(gx.shape)
 
         def integral(values):
@@ -993,6 +1039,265 @@ class Conformance:
                                "(the harness converts them with np.asarray); return arrays to be explicit.", note=True))
         return out
 
+    # -- warm starts ----------------------------------------------------------------------------------
+
+    def derived(self, folder: str, **changes: Any) -> "Conformance":
+        """The same kit with other run options (``start``, ``policy``), its runs in ``folder`` under
+        this kit's root and its plugins shared; made once per folder."""
+        import copy
+
+        if folder not in self._derived:
+            _ = self.bench  # load the plugins once, for both kits
+            other = copy.copy(self)
+            other.__dict__.update(changes)
+            other._tmp = None  # the folder belongs to this kit
+            other.root = self.root / folder
+            other._memo = {"bench": self._memo["bench"]}
+            other._derived = {}
+            self._derived[folder] = other
+        return self._derived[folder]
+
+    def check_warm_start(self) -> list[Finding]:
+        """With ``--start previous`` and ``--start gen0``: the runs hold n samples a generation, a
+        run resumed after generation ``generations - 1`` ends as the uninterrupted one, and the
+        trainer leaves the ``init`` state it is given as it found it."""
+        from bench import results as R
+        from bench.components import FitRequest
+        from bench.loop import TRAIN, rng
+
+        name = "warm-start"
+        if not self.starts:
+            return [Finding(name, True, "not applicable: starts=() leaves the warm starts out")]
+        trainer = self.components()[0]
+        n = len(self.real.train)
+        problems = []
+        for start in self.starts:
+            kit = self.derived(f"start-{start}", start=start)
+            where = f"with `--start {start}`"
+            try:
+                main, resumed = kit.run("main"), kit.resumed()
+            except _Unavailable as exc:
+                problems.append(f"{where}: {exc}")
+                continue
+            for k in range(self.generations + 1):
+                written, _ = R.read_samples(_samples_dir(main, k) / "samples.parquet")
+                if len(written) != n:
+                    problems.append(f"{where}: generation {k} wrote {len(written)} samples; expected {n}")
+            info = R.read_json(resumed / R.RUN_JSON)
+            if info.get("status") != "complete" or info.get("generations_done") != self.generations + 1:
+                problems.append(f"{where}: the extended run ended {info.get('status')!r} with "
+                                f"{info.get('generations_done')} generation(s) done")
+            differ = _compare_runs(main, resumed, self.generations, states=True)
+            if differ:
+                problems.append(f"{where}: running `{kit.command(self.generations - 1)}`, then one generation of "
+                                f"another seed, then `{kit.command()}` in the first folder does not end as the "
+                                f"uninterrupted run: {_listed(differ)}")
+            # The harness hands the same arrays on (M_0 to every generation with gen0): a trainer
+            # that writes into them changes the reference model and the next generations' start.
+            init = {key: np.array(value, copy=True) for key, value in self.state0().items()}
+            before = {key: value.copy() for key, value in init.items()}
+            trainer.fit(FitRequest(data=self.samples0(), validation=self.real.validation, start=start, init=init,
+                                   params=self.spec.params, rng=rng(self.seed, 1, TRAIN), generation=1))
+            changed = [key for key in before if not _same(init[key], before[key])]
+            if changed:
+                problems.append(f"{where}: fitting generation 1 changed the init state it was given (arrays "
+                                f"{', '.join(map(repr, changed[:SHOWN]))}); copy init before training on it")
+        if problems:
+            return [Finding(name, False, f"trainer {trainer.name!r} of {self.plugin!r} breaks the contract when "
+                            f"warm-started: {_listed(problems)}. A warm-started trainer continues from "
+                            "FitRequest.init alone: keep optimiser moments and counters in the state, not in "
+                            "memory, draw randomness from the rng, and do not write into init."
+                            + _contract("randomness"))]
+        return [Finding(name, True, f"with --start {' and '.join(self.starts)}, every generation holds {n} samples, "
+                        "a resumed run ends as the uninterrupted one, and the trainer leaves init untouched.")]
+
+
+
+# --------------------------------------------------------------------------------------------------
+# Policies
+# --------------------------------------------------------------------------------------------------
+
+
+class PolicyConformance(Conformance):
+    """The checks of one policy (:data:`POLICY_CHECKS`), on a host model bundle run with
+    ``--policy``: its runs, and direct calls of ``build`` with generation 1's context."""
+
+    names = POLICY_CHECKS
+    interlude_generations = 1
+
+    def __init__(self, policy: str, plugin: str = POLICY_HOST, preset: str = "smoke", **options: Any) -> None:
+        from bench.errors import BenchError
+
+        if not isinstance(policy, str) or not policy:
+            raise BenchError(f"name the policy to check (what --policy selects, e.g. 'mix:0.1'); got {policy!r}")
+        super().__init__(plugin, preset, policy=policy, starts=(), **options)
+
+    @property
+    def registered(self):
+        """The Policy object, or _Unavailable saying which policies there are."""
+        from bench.spec import split_policy
+
+        def find():
+            name = split_policy(self.policy)[0]
+            if name not in self.bench.policies:
+                raise _Unavailable(f"no policy named {name!r} is registered (known: "
+                                   f"{', '.join(self.bench.policies.names())}). Register a bench.Policy in "
+                                   "`bench_register_policies`, and install your package so its `collapse_bench` "
+                                   "entry point is found, or pass the plugin object in extra_plugins.")
+            return self.bench.policies.get(name)
+
+        return self._once("policy", find, f"the policy {self.policy!r} is not available")
+
+    def _who(self) -> str:
+        return f"policy {self.registered.name!r} (on {self.plugin!r})"
+
+    def context(self, policy_rng: np.random.Generator | None = None):
+        """Generation 1's PolicyContext as the loop builds it, from M_0 and S_1 made by calling the
+        host's trainer and generator as the loop does (with the loop's random streams, or
+        ``policy_rng`` for ``ctx.rng``). Made afresh for each call: a policy may change it."""
+        from bench.components import PolicyContext, Samples, SampleScores, VerifyContext
+        from bench.loop import CANDIDATES, POLICY, rng
+
+        policy, spec, real = self.registered, self.spec, self.real
+        state0 = {key: value.copy() for key, value in self.state0().items()}
+        latest = self.samples0()
+        latest = Samples(latest.kind, np.array(latest.data, copy=True), {k: list(v) for k, v in latest.columns.items()})
+        # S_1 was drawn by M_0, so its scores under the model and under the reference are the same.
+        own = self._score(state0, latest)
+        scores = SampleScores(latest, own, own)
+        n = len(real.train)
+        candidates = verify = None
+        if policy.candidates is not None:
+            drawn = int(policy.candidates(spec.policy_params, n))
+            candidates = latest
+            if drawn > n:
+                prompts = real.train.take(np.arange(drawn - n) % n)
+                extra = self._draw(state0, drawn - n, prompts, rng(spec.seed, 1, CANDIDATES), 1)
+                candidates = Samples.concat([latest, extra])
+            verifier_name = spec.policy_params.get("verifier")
+            if verifier_name is not None:
+                verifier = self.bench.verifiers.get(verifier_name)
+                vctx = VerifyContext(generation=1, real=real, state=state0, reference_state=state0,
+                                     score=self._score, params=spec.params, latest=scores)
+
+                def verify(samples):
+                    return np.asarray(verifier.score(vctx, samples), dtype=np.float64)
+
+        return PolicyContext(generation=1, real=real, synthetic=[latest], params=dict(spec.policy_params),
+                             rng=rng(spec.seed, 1, POLICY) if policy_rng is None else policy_rng,
+                             score=lambda samples: self._score(state0, samples), candidates=candidates,
+                             verify=verify, state=state0, model_params=spec.params, record={}, latest=scores)
+
+    def _score(self, state, samples):
+        _, _, scorer = self.components()
+        return scorer.score(ScoreRequest(state, samples, self.spec.params))
+
+    def _draw(self, state, n, prompts, stream, generation):
+        _, generator, _ = self.components()
+        return generator.generate(GenerateRequest(state, n, prompts, self.spec.params, stream, generation))
+
+    def build(self, policy_rng: np.random.Generator | None = None):
+        """(what build returned, the context it got) for generation 1."""
+        ctx = self.context(policy_rng)
+        return self.registered.build(ctx), ctx
+
+    def check_policy_samples(self) -> list[Finding]:
+        """build returns non-empty bench.Samples of the host's kind, each sample shaped as a real
+        one, and leaves the data it is given unchanged; every generation of the run trained on it."""
+        from bench import results as R
+        from bench.components import Samples
+
+        name, kind, who = "policy-samples", self.bundle.kind, self._who()
+        ctx = self.context()
+        given = [np.array(s.data, copy=True) for s in (ctx.real.train, *ctx.synthetic)]
+        data = self.registered.build(ctx)
+        problems = []
+        if not isinstance(data, Samples):
+            return [Finding(name, False, f"{who}: build returned {type(data).__name__}; return the training set "
+                            "D_{k+1} as bench.Samples (e.g. bench.Samples.concat([...]) or samples.take(index))."
+                            + _contract("samples"))]
+        if data.kind != kind:
+            problems.append(f"build returned {data.kind} samples; the model makes {kind}")
+        if len(data) == 0:
+            problems.append("build returned no samples; the next model has nothing to train on")
+        array = np.asarray(data.data)
+        problems += _layout_problems(array, kind)
+        want = np.asarray(ctx.real.train.data).shape[1:]
+        if data.kind == kind and array.shape[1:] != want:
+            problems.append(f"each sample has shape {array.shape[1:]}, a real training sample {want}")
+        changed = [what for what, before, after in zip(["the real training set"] + [f"S_{i + 1}" for i in
+                                                                                  range(len(ctx.synthetic))],
+                                                     given, (ctx.real.train, *ctx.synthetic))
+                   if not _same(before, np.asarray(after.data))]
+        if changed:
+            problems.append(f"build wrote into {', '.join(changed)}; the harness keeps them for later generations, "
+                            "so take copies (samples.take(index) copies)")
+        try:
+            run = self.run("main")
+        except _Unavailable as exc:
+            problems.append(f"{exc}")
+        else:
+            for k in range(1, self.generations + 1):
+                trained = R.read_json(_samples_dir(run, k) / "info.json").get("training_samples")
+                if not trained:
+                    problems.append(f"generation {k} of the run trained on {trained!r} samples")
+        if problems:
+            return [Finding(name, False, f"{who}: {_listed(problems)}." + _contract("samples"))]
+        return [Finding(name, True, f"{who} returns {len(data)} {kind} samples of shape {want or 'one value'} for "
+                        f"generation 1 (the real training set has {len(ctx.real.train)}), and leaves its inputs as "
+                        "they were.")]
+
+    def check_policy_rng(self) -> list[Finding]:
+        """Two calls with ctx.rng from the same seed give the same samples; the global NumPy and
+        Python random states are left as they were."""
+        import random
+
+        name, who = "policy-rng", self._who()
+        np_before, py_before = np.random.get_state(), random.getstate()
+        first, _ = self.build(np.random.default_rng([self.seed, 0xBEEF]))
+        np_after, py_after = np.random.get_state(), random.getstate()
+        second, _ = self.build(np.random.default_rng([self.seed, 0xBEEF]))
+        problems = []
+        if not (np_before[0] == np_after[0] and np.array_equal(np_before[1], np_after[1])
+                and np_before[2:] == np_after[2:]):
+            problems.append("build drew from NumPy's global random state (np.random.*)")
+        if py_before != py_after:
+            problems.append("build drew from Python's global random state (the random module)")
+        for what, value in (("first", first), ("second", second)):
+            if not hasattr(value, "data"):
+                problems.append(f"the {what} call returned {type(value).__name__}, not bench.Samples")
+        if not problems and not _same(np.asarray(first.data), np.asarray(second.data)):
+            problems.append("two calls with ctx.rng seeded alike returned different samples "
+                            f"({_difference(first.data, second.data)}): randomness comes from elsewhere (an "
+                            "unseeded generator, the clock, a counter kept between calls)")
+        if problems:
+            return [Finding(name, False, f"{who}: {_listed(problems)}. Draw every random number from ctx.rng."
+                            + _contract("randomness"))]
+        return [Finding(name, True, f"{who} gives the same samples for the same ctx.rng and leaves the global "
+                        "NumPy and Python random states alone.")]
+
+    def check_policy_resume(self) -> list[Finding]:
+        """A run with the policy, stopped after generation ``generations - 1`` and extended, ends as
+        the uninterrupted run (the model's resume check, with the policy)."""
+        from bench import results as R
+
+        name, who = "policy-resume", self._who()
+        main, resumed = self.run("main"), self.resumed()
+        info = R.read_json(resumed / R.RUN_JSON)
+        problems = []
+        if info.get("status") != "complete" or info.get("generations_done") != self.generations + 1:
+            problems.append(f"the extended run ended {info.get('status')!r} with {info.get('generations_done')} "
+                            f"generation(s) done")
+        problems += _compare_runs(main, resumed, self.generations)
+        if problems:
+            return [Finding(name, False, f"{who}: running `{self.command(self.generations - 1)}`, then "
+                            f"`{self.command(1, self.seed + 1)}` in another folder, then `{self.command()}` in the "
+                            f"first folder does not end as the uninterrupted run: {_listed(problems)}. A resumed run "
+                            "starts in a new process: read earlier generations from ctx.synthetic, keep nothing "
+                            "between calls in globals, and draw randomness from ctx.rng." + _contract("randomness"))]
+        return [Finding(name, True, f"{who}: stopping after generation {self.generations - 1} and extending to "
+                        f"{self.generations} gives the uninterrupted run's samples and metrics.")]
+
 
 # --------------------------------------------------------------------------------------------------
 # The public entry points
@@ -1001,17 +1306,19 @@ class Conformance:
 
 def check_plugin(plugin: str, preset: str = "smoke", *, generations: int = 2, seed: int = 0,
                  set: Mapping[str, Any] | None = None, extra_plugins: Iterable[Any] = (),
-                 workdir: str | Path | None = None, checks: Iterable[str] | None = None) -> list[Finding]:
+                 workdir: str | Path | None = None, checks: Iterable[str] | None = None,
+                 starts: Iterable[str] = WARM_STARTS) -> list[Finding]:
     """Run every check (or those named in ``checks``) on model bundle ``plugin`` with ``preset``.
 
     Returns the findings: at least one per check, ``ok`` False for each breach, ``note`` True for
     advice. Contract breaches never raise; BenchError is raised only for bad arguments.
-    ``set`` overrides parameters (to shrink the preset further), ``extra_plugins`` are plugin
-    objects or modules registered by hand, ``workdir`` keeps the runs (a temporary folder that is
-    removed afterwards by default).
+    ``set`` overrides parameters as ``bench run --set`` does (to shrink the preset further; the
+    bundle's and its components' parameters), ``extra_plugins`` are plugin objects or modules
+    registered by hand, ``workdir`` keeps the runs (a temporary folder that is removed afterwards
+    by default), ``starts`` the warm starts the ``warm-start`` check runs (``()`` for none).
     """
     conformance = Conformance(plugin, preset, generations=generations, seed=seed, set=set,
-                              extra_plugins=extra_plugins, workdir=workdir)
+                              extra_plugins=extra_plugins, workdir=workdir, starts=starts)
     try:
         conformance.validate()
         return conformance.run_all(checks)
@@ -1019,22 +1326,8 @@ def check_plugin(plugin: str, preset: str = "smoke", *, generations: int = 2, se
         conformance.close()
 
 
-class PluginContract:
-    """Subclass in your tests (the name must start with Test for pytest to collect it)::
-
-        class TestMyModel(PluginContract):
-            plugin = "my-model"          # the bundle name (what --plugin selects)
-            preset = "smoke"             # default
-            generations = 2              # generations run by the checks (kept small)
-            seed = 0
-            set = {}                     # parameter overrides (e.g. to shrink the smoke preset further)
-            extra_plugins = ()           # plugin objects/modules registered by hand (besides entry points)
-            workdir = None               # a folder to keep the runs in (default: a temporary one)
-
-    Each check is one test method. The runs are shared by all methods of the class (made on first
-    use, in a temporary folder removed by ``teardown_class``), so a whole contract costs five short
-    runs. Notes (advice that does not fail) are issued as :class:`ConformanceNote` warnings.
-    """
+class _SharedRuns:
+    """What PluginContract and PolicyContract share: the class's kit, made once, and a check as a test."""
 
     plugin: str = ""
     preset: str = "smoke"
@@ -1045,12 +1338,15 @@ class PluginContract:
     workdir: str | Path | None = None  # keep the runs there (default: a temporary folder)
 
     @classmethod
+    def _make(cls) -> Conformance:
+        raise NotImplementedError
+
+    @classmethod
     def conformance(cls) -> Conformance:
         """The class's shared runs (made once per class, not shared with subclasses)."""
         shared = cls.__dict__.get("_conformance")
         if shared is None:
-            shared = Conformance(cls.plugin, cls.preset, generations=cls.generations, seed=cls.seed, set=cls.set,
-                                 extra_plugins=cls.extra_plugins, workdir=cls.workdir)
+            shared = cls._make()
             try:
                 shared.validate()
             except Exception:
@@ -1066,6 +1362,9 @@ class PluginContract:
             shared.close()
             del cls._conformance
 
+    def _subject(self) -> str:
+        return f"{self.plugin!r}, preset {self.preset!r}"
+
     def _assert_check(self, check: str) -> list[Finding]:
         import pytest
 
@@ -1078,8 +1377,33 @@ class PluginContract:
         if setup_error is not None:  # failed outside the except block: no chained traceback
             pytest.fail(setup_error, pytrace=False)
         return fail_on_breaches(findings, type(self).__name__,
-                                f"{type(self).__name__} ({self.plugin!r}, preset {self.preset!r}) breaks the "
-                                "plugin contract")
+                                f"{type(self).__name__} ({self._subject()}) breaks the plugin contract")
+
+
+class PluginContract(_SharedRuns):
+    """Subclass in your tests (the name must start with Test for pytest to collect it)::
+
+        class TestMyModel(PluginContract):
+            plugin = "my-model"          # the bundle name (what --plugin selects)
+            preset = "smoke"             # default
+            generations = 2              # generations run by the checks (kept small)
+            seed = 0
+            set = {}                     # parameter overrides (e.g. to shrink the smoke preset further)
+            extra_plugins = ()           # plugin objects/modules registered by hand (besides entry points)
+            workdir = None               # a folder to keep the runs in (default: a temporary one)
+            starts = ("previous", "gen0")  # the warm starts checked; () leaves them out
+
+    Each check is one test method. The runs are shared by all methods of the class (made on first
+    use, in a temporary folder removed by ``teardown_class``): five short runs, and three more for
+    each warm start. Notes (advice that does not fail) are issued as :class:`ConformanceNote` warnings.
+    """
+
+    starts: Iterable[str] = WARM_STARTS
+
+    @classmethod
+    def _make(cls) -> Conformance:
+        return Conformance(cls.plugin, cls.preset, generations=cls.generations, seed=cls.seed, set=cls.set,
+                           extra_plugins=cls.extra_plugins, workdir=cls.workdir, starts=cls.starts)
 
     def test_bundle_is_complete(self):
         self._assert_check("bundle")
@@ -1104,3 +1428,58 @@ class PluginContract:
 
     def test_fit_batch_equals_fit(self):
         self._assert_check("batch")
+
+    def test_warm_starts_resume(self):
+        self._assert_check("warm-start")
+
+
+def check_policy(policy: str, plugin: str = POLICY_HOST, preset: str = "smoke", *, generations: int = 2,
+                 seed: int = 0, set: Mapping[str, Any] | None = None, extra_plugins: Iterable[Any] = (),
+                 workdir: str | Path | None = None, checks: Iterable[str] | None = None) -> list[Finding]:
+    """Run every policy check (:data:`POLICY_CHECKS`, or those named in ``checks``) on ``policy``
+    (what ``--policy`` takes: ``"mix:0.1"``), run on the model bundle ``plugin`` with ``preset``.
+
+    The other arguments are those of :func:`check_plugin` (``set`` may set the policy's
+    parameters as ``policy.NAME``). Returns the findings; breaches never raise.
+    """
+    conformance = PolicyConformance(policy, plugin, preset, generations=generations, seed=seed, set=set,
+                                    extra_plugins=extra_plugins, workdir=workdir)
+    try:
+        conformance.validate()
+        return conformance.run_all(checks)
+    finally:
+        conformance.close()
+
+
+class PolicyContract(_SharedRuns):
+    """Subclass in your tests to check a policy, one test per policy check::
+
+        class TestMyPolicy(PolicyContract):
+            policy = "my-policy:0.5"     # what --policy takes
+            plugin = "gaussian"          # the model bundle it runs on (default: the first-party gaussian)
+            set = {}                     # parameter overrides, policy parameters as "policy.NAME"
+
+    ``preset``, ``generations``, ``seed``, ``extra_plugins`` and ``workdir`` are as in
+    :class:`PluginContract`. The runs (three: a run, one stopped early then extended, and two
+    generations of another seed in between) are shared by the methods of the class.
+    """
+
+    policy: str = ""
+    plugin: str = POLICY_HOST
+
+    @classmethod
+    def _make(cls) -> Conformance:
+        return PolicyConformance(cls.policy, cls.plugin, cls.preset, generations=cls.generations, seed=cls.seed,
+                                 set=cls.set, extra_plugins=cls.extra_plugins, workdir=cls.workdir)
+
+    def _subject(self) -> str:
+        return f"policy {self.policy!r} on {self.plugin!r}, preset {self.preset!r}"
+
+    def test_policy_returns_samples_of_the_kind(self):
+        self._assert_check("policy-samples")
+
+    def test_policy_uses_only_ctx_rng(self):
+        self._assert_check("policy-rng")
+
+    def test_policy_resume_after_a_generation(self):
+        self._assert_check("policy-resume")

@@ -15,13 +15,15 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError, RunLocked
+# Executor, Task and TaskResult live in bench.types; importing them from here keeps working.
+from bench.types import Executor, RunOutcome, Spec, Task, TaskResult  # noqa: F401 (Executor re-exported)
 
 # Environment variables the numeric libraries read for their thread pools when they load.
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
@@ -29,46 +31,6 @@ THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUM
 
 COMPLETE, FAILED, BUSY = "complete", "failed", "busy"
 FINISHED = "finished"  # complete before the worker got to it (another process finished it first)
-
-
-@dataclass(frozen=True)
-class Task:
-    """One unit of work for an executor: run (or resume) these specs into ``out``.
-
-    ``specs`` are :meth:`bench.spec.Spec.to_dict` dicts (plain data, so any engine can ship them);
-    more than one only when they differ in seed alone and their trainer batches. ``threads`` is the
-    thread limit of the worker that runs the task.
-    """
-
-    specs: tuple[dict[str, Any], ...]
-    out: str
-    keep_states: str = "first-last"
-    threads: int = 1
-
-    @property
-    def folders(self) -> list[str]:
-        from bench.spec import Spec
-
-        return [str(Path(self.out) / Spec.from_dict(d).folder_name) for d in self.specs]
-
-
-@dataclass(frozen=True)
-class TaskResult:
-    """How one run of a task ended: ``complete``, ``failed`` (``error`` says why, one line),
-    ``busy`` (another process holds the run folder's lock: not a failure, that process runs it) or
-    ``finished`` (already complete when the worker got to it: another process finished it first)."""
-
-    folder: str
-    run_id: str
-    status: str
-    generations_done: int = 0
-    error: str | None = None
-    seconds: float = 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"folder": self.folder, "run_id": self.run_id, "status": self.status,
-                "generations_done": self.generations_done, "error": self.error,
-                "seconds": round(self.seconds, 3)}
 
 
 @dataclass(frozen=True)
@@ -91,30 +53,14 @@ class ExecutorSettings:
             self.log(message)
 
 
-@dataclass(frozen=True)
-class Executor:
-    """Runs many runs: ``run(tasks, settings)`` yields one :class:`TaskResult` per spec of every
-    task, as they finish, by calling :func:`execute_task` in its workers.
-
-    ``options`` names the executor's own options with their defaults; a sweep refuses any other key.
-    ``check(settings)``, called before anything runs, raises :class:`bench.BenchError` when the
-    engine is missing (naming the extra to install) or an option is wrong.
-    """
-
-    name: str
-    run: Callable[[Sequence[Task], ExecutorSettings], Iterable[TaskResult]]
-    options: Mapping[str, Any] = field(default_factory=dict)
-    check: Callable[[ExecutorSettings], None] | None = None
-    description: str = ""
-    version: str = "1"
-
-
 # -- the task function --------------------------------------------------------------------------
 
 
 @contextmanager
 def thread_limits(threads: int) -> Iterator[None]:
-    """Limit numeric libraries to ``threads`` threads while a task runs, then restore.
+    """Limit numeric libraries to ``threads`` threads while a task or a ``bench run`` runs (the
+    harness thread setting: ``--threads``, ``threads:``; see :func:`bench.options.default_threads`),
+    then restore.
 
     The environment variables cover libraries loaded later (torch reads ``OMP_NUM_THREADS`` when
     it loads); threadpoolctl limits the BLAS and OpenMP pools already loaded, and torch's own pool
@@ -150,7 +96,6 @@ def first_line(text: str) -> str:
 def failed_results(task: Task, reason: str, seconds: float = 0.0) -> list[TaskResult]:
     """Every run of ``task`` as failed with ``reason``: for executors whose worker died."""
     from bench import results as R
-    from bench.spec import Spec
 
     out = []
     for data in task.specs:
@@ -177,7 +122,6 @@ def execute_task(task: Task, bench: Any = None) -> list[TaskResult]:
         except Exception as exc:
             return failed_results(task, f"plugins failed to load: {exc}", time.perf_counter() - start)
         from bench import loop
-        from bench.spec import Spec
 
         specs = [Spec.from_dict(d) for d in task.specs]
         if len(specs) < 2:
@@ -197,7 +141,7 @@ def execute_task(task: Task, bench: Any = None) -> list[TaskResult]:
         return [finished[spec.run_id] or ran[spec.run_id] for spec in specs]
 
 
-def _finished(spec: Any, task: Task) -> TaskResult | None:
+def _finished(spec: Spec, task: Task) -> TaskResult | None:
     """A ``finished`` result when the run is already complete on disk, else None."""
     from bench import results as R
 
@@ -208,7 +152,7 @@ def _finished(spec: Any, task: Task) -> TaskResult | None:
     return None
 
 
-def _run_one(b: Any, spec: Any, task: Task) -> TaskResult:
+def _run_one(b: Any, spec: Spec, task: Task) -> TaskResult:
     from bench import results as R
     from bench.loop import Run
 
@@ -229,14 +173,14 @@ def _run_one(b: Any, spec: Any, task: Task) -> TaskResult:
     return _from_outcome(outcome, time.perf_counter() - start)
 
 
-def _from_outcome(outcome: Any, seconds: float) -> TaskResult:
+def _from_outcome(outcome: RunOutcome, seconds: float) -> TaskResult:
     # run_group reports a chain whose folder another process holds as busy
     status = outcome.status if outcome.status in (COMPLETE, BUSY) else FAILED
     error = None if status == COMPLETE else first_line(outcome.error or f"the run ended {outcome.status}")
     return TaskResult(str(outcome.path), outcome.spec.run_id, status, outcome.generations_done, error, seconds)
 
 
-def _after_group_failure(task: Task, specs: list, exc: Exception, seconds: float) -> list[TaskResult]:
+def _after_group_failure(task: Task, specs: list[Spec], exc: Exception, seconds: float) -> list[TaskResult]:
     """A group that raised: runs that finished anyway are complete, the others failed."""
     from bench import results as R
 

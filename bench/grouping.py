@@ -2,8 +2,9 @@
 seeds: the one definition that :mod:`bench.leaderboard` and :mod:`bench.plots` (so also
 :mod:`bench.report`) share. docs/leaderboards.md and docs/reports.md state the rules.
 
-Each of those modules holds runs in its own record (``leaderboard.RunRecord``,
-``plots.RunData``), so these functions take plain values: specs, policy labels, track ids, seeds.
+Runs are read through :mod:`bench.runfolder` (which also owns the track id) and held in each
+tool's own record (``RunRecord``, ``plots.RunData``), so these functions take plain values:
+specs, policy labels, track ids, seeds.
 """
 
 from __future__ import annotations
@@ -60,12 +61,11 @@ def seed_order(seed: Any) -> tuple:
 
 def derived_track(spec: dict[str, Any], generations: Any, real_data: Any) -> dict[str, Any]:
     """The track of a run.json written before run.json had one, derived as the harness derives
-    it: ``name`` plugin/preset, ``id`` a hash of plugin, preset, generations requested and the
-    real-data fingerprint."""
-    from bench.spec import _digest
+    it (:func:`bench.runfolder.make_track`, the one track-id formula): ``name`` plugin/preset,
+    ``id`` a hash of plugin, preset, generations requested and the real-data fingerprint."""
+    from bench.runfolder import spec_track  # runfolder builds on this module
 
-    key = {"plugin": spec["plugin"], "preset": spec["preset"], "generations": generations, "real_data": real_data}
-    return {"name": f"{spec['plugin']}/{spec['preset']}", "id": _digest(key)[:12], **key}
+    return spec_track(spec, generations, real_data)
 
 
 def join_tracks(runs: Sequence[tuple[str, str, Any]], join_changed_data: bool = False) -> list[tuple[int, list[int]]]:

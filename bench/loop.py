@@ -29,10 +29,13 @@ import numpy as np
 
 import bench
 from bench import results as R
-from bench.components import FitRequest, MetricContext, PolicyContext, Samples, Scores, VerifyContext
+from bench import runfolder as RF
+from bench.components import (FitRequest, GenerateRequest, MetricContext, PolicyContext, RealData, RealRequest,
+                              SampleScores, Samples, ScoreRequest, Scores, State, VerifyContext)
 from bench.errors import BenchError, RunLocked
 from bench.plugins import SINGULAR, Bench, PluginError
-from bench.spec import Spec, _digest
+from bench.spec import Spec
+from bench.types import RunInfo, RunOutcome  # re-exported: their home is bench.types
 
 # Independent random streams of one generation.
 TRAIN, GENERATE, POLICY, METRICS, INIT, CANDIDATES = range(6)
@@ -45,27 +48,26 @@ def rng(seed: int, generation: int, stream: int) -> np.random.Generator:
     return np.random.default_rng([seed, generation, stream])
 
 
-@dataclass
-class RunInfo:
-    """What event hooks get: where a run lives and what it is."""
-
-    path: Path
-    spec: Spec
-    run_id: str
-    done: int = 0
-
-
-@dataclass
-class RunOutcome:
-    path: Path
-    spec: Spec
-    status: str
-    generations_done: int
-    error: str | None = None
-
-
 class PluginFailure(BenchError):
     """A plugin's component raised during a run."""
+
+
+@dataclass
+class GenerationResult:
+    """What building generation k gives: M_k's state, S_{k+1} with its scores under M_k and M_0
+    (the samples.parquet columns), the metric rows, and the temporary folder holding all of it
+    until it is renamed into place."""
+
+    generation: int
+    state: State
+    latest: SampleScores
+    rows: list[dict[str, Any]]
+    folder: Path
+
+
+def _as_float64(scores: Scores) -> Scores:
+    """Scores as samples.parquet stores them, so that a resumed run's policies see the same values."""
+    return Scores(np.asarray(scores.loglik, dtype=np.float64), np.asarray(scores.units, dtype=np.float64))
 
 
 # -- locking ------------------------------------------------------------------------------------
@@ -153,7 +155,9 @@ class Run:
     """One chain for one spec and seed, living in ``out/<spec.folder_name>``."""
 
     def __init__(self, b: Bench, spec: Spec, out: Path, keep_states: str = "first-last",
-                 log: Callable[[str], None] | None = None) -> None:
+                 log: Callable[[str], None] | None = None,
+                 fit: Callable[[FitRequest], State] | None = None) -> None:
+        """``fit`` replaces the trainer's own ``fit`` (run_group passes its batched fit)."""
         self.b = b
         self.spec = spec
         self.out = Path(out).absolute()
@@ -167,10 +171,17 @@ class Run:
         self.policy = b.policies.get(spec.policy)
         self.metrics = [b.metrics.get(m) for m in spec.metrics]
         self.info = RunInfo(self.path, spec, spec.run_id)
-        self.fit = self.trainer.fit  # run_group points this at the group's batched fit
+        self.fit = fit or self.trainer.fit
+        # The real data and what run.json records of it; None until the data loads.
+        self.real: RealData | None = None
+        self.real_data_fingerprint: str | None = None
+        self.real_data_source: str | None = None  # the track's real_data: source, else fingerprint
+        self.data_provenance: dict[str, Any] = {}
         self._history: dict[int, Samples] = {}  # S_j by j, newest last, at most HISTORY_BYTES
         self._history_bytes = 0
         self._rows: dict[int, list[dict[str, Any]]] = {}  # metric rows written by this process
+        self._latest: GenerationResult | None = None  # the generation this process built last
+        self._last_rows: list[dict[str, Any]] = []  # the newest committed generation's rows
         self._pretrained = None
         self._ref_test = None  # M_0's scores of the real test set, once a metric asked for them
 
@@ -207,48 +218,44 @@ class Run:
         }
 
     def _write_run_json(self, status: str, done: int, error: str | None = None) -> None:
-        path = self.path / R.RUN_JSON
-        old = R.read_json(path) if path.exists() else {}
-        data = {
-            "schema_version": R.SCHEMA_VERSION,
-            "run_id": self.spec.run_id,
-            "gen0_id": self.spec.gen0_id,
-            "spec": self.spec.to_dict(),
-            "identity": self._identity(),
-            "provenance": old.get("provenance") or provenance(self.b, self.spec),
-            "created": old.get("created") or time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "status": status,
-            "generations_requested": self.spec.generations,
-            "generations_done": done,
-            "error": error,
-            "real_data_fingerprint": getattr(self, "_fingerprint", old.get("real_data_fingerprint")),
-            "data_provenance": getattr(self, "_data_provenance", None) or old.get("data_provenance") or {},
-            "track": self._track(getattr(self, "_source", None) or (old.get("track") or {}).get("real_data")),
-            "leaderboard_metrics": list(self.bundle.leaderboard_metrics),
-            "headline": self.bundle.headline.to_dict() if self.bundle.headline else None,
-        }
-        R.write_json(path, data)
+        old = RF.read_run_json(self.path) if (self.path / R.RUN_JSON).exists() else None
+        loaded = self.real is not None
+        RF.write_run_json(self.path, RF.RunJson(
+            schema_version=R.SCHEMA_VERSION,
+            run_id=self.spec.run_id,
+            gen0_id=self.spec.gen0_id,
+            spec=self.spec.to_dict(),
+            identity=self._identity(),
+            provenance=(old and old.provenance) or provenance(self.b, self.spec),
+            created=(old and old.created) or time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            updated=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            status=status,
+            generations_requested=self.spec.generations,
+            generations_done=done,
+            error=error,
+            # a run only re-consolidated never loads its data: then run.json keeps what it said
+            real_data_fingerprint=(self.real_data_fingerprint if loaded
+                                   else old.real_data_fingerprint if old else None),
+            data_provenance=(loaded and self.data_provenance) or (old and old.data_provenance) or {},
+            track=self._track((loaded and self.real_data_source) or ((old and old.track) or {}).get("real_data")),
+            leaderboard_metrics=list(self.bundle.leaderboard_metrics),
+            headline=self.bundle.headline.to_dict() if self.bundle.headline else None,
+        ))
 
     def _track(self, fingerprint: str | None) -> dict[str, Any]:
         """The fixed protocol this run belongs to: runs are ranked only against their track."""
-        spec = self.spec
-        key = {"plugin": spec.plugin, "preset": spec.preset, "generations": spec.generations,
-               "real_data": fingerprint}
-        return {"name": f"{spec.plugin}/{spec.preset}", "id": _digest(key)[:12], **key}
+        return RF.make_track(self.spec.plugin, self.spec.preset, self.spec.generations, fingerprint)
 
     def _check_resume(self) -> None:
-        path = self.path / R.RUN_JSON
-        if not path.exists():
+        if not (self.path / R.RUN_JSON).exists():
             return
-        old = R.read_json(path)
-        old_spec = Spec.from_dict(old["spec"])
-        if old_spec.identity() != self.spec.identity():
+        old = RF.read_run_json(self.path)
+        if old.to_spec().identity() != self.spec.identity():
             raise BenchError(
-                f"run folder {self.path} holds a different spec (run id {old.get('run_id')}); "
+                f"run folder {self.path} holds a different spec (run id {old.run_id}); "
                 "use another --out folder"
             )
-        before = (old.get("provenance") or {}).get("code_versions", {})
+        before = (old.provenance or {}).get("code_versions", {})
         now = code_versions(self.b, self.spec)
         changed = sorted(k for k in now if before.get(k) not in (None, now[k]))
         if changed:
@@ -281,10 +288,7 @@ class Run:
             self.b.emit("bench_run_started", run=self.info)
             if progress is not None:
                 progress.start(total, done)
-            self.real = self._call("model", self.bundle.name, self.bundle.load_real, spec.params, spec.seed)
-            self._fingerprint = self.real.fingerprint or None
-            self._source = self.real.source or self.real.fingerprint or None
-            self._data_provenance = dict(self.real.provenance)
+            self._load_real()
             self._write_run_json("running", done)
             k = done
             if k == 0:
@@ -294,7 +298,7 @@ class Run:
             self.reference_state = R.read_state(self._gen_dir(0) / "state.safetensors")
             previous_state = R.read_state(self._gen_dir(k - 1) / "state.safetensors") if k > 0 else None
             while k < total:
-                previous_state = self._generation(k, previous_state)
+                previous_state = self._generation(k, previous_state).state
                 self._after_commit(k, progress)
                 k += 1
             status = "complete"
@@ -362,8 +366,24 @@ class Run:
                 f"(traceback in {self.path / R.LOG_FILE})"
             ) from exc
 
+    def _load_real(self) -> None:
+        real = self._call("model", self.bundle.name, self.bundle.load_real,
+                          RealRequest(params=self.spec.params, seed=self.spec.seed))
+        self.real = real
+        self.real_data_fingerprint = real.fingerprint or None
+        self.real_data_source = real.source or real.fingerprint or None
+        self.data_provenance = dict(real.provenance)
+        if not real.source:
+            plugin = self.b.owner("models", self.bundle.name).name
+            message = (f"model bundle {self.bundle.name!r} of plugin {plugin!r} gives its real data no `source`, "
+                       "so each seed gets its own leaderboard track; set RealData.source to name the data "
+                       "independently of the seed (a distribution and sample sizes, a dataset)")
+            warnings.warn(message, stacklevel=2)
+            self.log("warning: " + message)
+
     def _score(self, state, samples: Samples) -> Scores:
-        return self._call("scorer", self.scorer.name, self.scorer.score, state, samples, self.spec.params)
+        return self._call("scorer", self.scorer.name, self.scorer.score,
+                          ScoreRequest(state=state, samples=samples, params=self.spec.params))
 
     def _initial_state(self):
         if self.trainer.initial_state is None:
@@ -387,8 +407,8 @@ class Run:
         cache = cache_root / self.spec.gen0_id
         with FolderLock(cache_root / f"{self.spec.gen0_id}.lock", "the shared generation 0", blocking=True):
             if not cache.is_dir():
-                tmp = self._build_generation(0, self.real.train, self._initial_state(), None, cache_root)
-                os.replace(tmp, cache)
+                built = self._build_generation(0, self.real.train, self._initial_state(), None, cache_root)
+                os.replace(built.folder, cache)
             target = self._gen_dir(0)
             _make_dir(target.parent)
             tmp = target.parent / f".{target.name}.tmp"
@@ -396,9 +416,24 @@ class Run:
             os.replace(tmp, target)
         self._last_rows = R.read_parquet_rows(target / R.METRICS_FILE)
 
-    def _generation(self, k: int, previous_state) -> dict:
+    def _latest_scores(self, synthetic: "History") -> SampleScores | None:
+        """S_k (``synthetic[-1]``) with its scores under M_{k-1} and M_0: those this process
+        computed when it built generation k-1, else those samples.parquet holds."""
+        k = len(synthetic)
+        samples = synthetic[-1]
+        if self._latest is not None and self._latest.generation == k - 1:
+            return SampleScores(samples, self._latest.latest.model, self._latest.latest.reference)
+        _, columns = R.read_samples(self._gen_dir(k - 1) / "samples.parquet")
+        if not {"loglik_model", "loglik_reference", "units"} <= set(columns):
+            return None  # a folder written without scores: policies score for themselves
+        units = columns["units"]
+        return SampleScores(samples, model=Scores(columns["loglik_model"], units),
+                            reference=Scores(columns["loglik_reference"], units))
+
+    def _generation(self, k: int, previous_state) -> GenerationResult:
         spec = self.spec
         synthetic = History(self, k)  # S_1..S_k
+        latest = self._latest_scores(synthetic)
         n = len(self.real.train)
         candidates, verify, drawn = None, None, None
         if self.policy.candidates is not None:
@@ -411,30 +446,30 @@ class Run:
             if drawn > n:
                 extra = self._generate(previous_state, drawn - n, k, CANDIDATES)
                 candidates = Samples.concat([candidates, extra])
-            verify = self._verifier(k, previous_state)
+            verify = self._verifier(k, previous_state, latest)
         record: dict[str, Any] = {}
         pctx = PolicyContext(generation=k, real=self.real, synthetic=synthetic, params=spec.policy_params,
                              rng=rng(spec.seed, k, POLICY), score=lambda s: self._score(previous_state, s),
                              candidates=candidates, verify=verify, state=previous_state,
-                             model_params=spec.params, record=record)
+                             model_params=spec.params, record=record, latest=latest)
         data = self._call("policy", self.policy.name, self.policy.build, pctx)
         if drawn is not None:
             record = {"candidates_drawn": drawn, **record}
         init = {"pretrained": self._initial_state, "gen0": lambda: self.reference_state,
                 "previous": lambda: previous_state}[spec.start]()
-        tmp = self._build_generation(k, data, init, self.reference_state, self.path / R.GENS_DIR,
-                                     policy_record=record)
-        os.replace(tmp, self._gen_dir(k))
-        return self._state
+        built = self._build_generation(k, data, init, self.reference_state, self.path / R.GENS_DIR,
+                                       policy_record=record)
+        os.replace(built.folder, self._gen_dir(k))
+        return built
 
-    def _verifier(self, k: int, state):
+    def _verifier(self, k: int, state, latest: SampleScores | None):
         """The verifier the policy's ``verifier`` parameter names, bound to M_{k-1} and M_0."""
         name = self.spec.policy_params.get("verifier")
         if name is None:
             return None
         verifier = self.b.verifiers.get(name)
         vctx = VerifyContext(generation=k, real=self.real, state=state, reference_state=self.reference_state,
-                             score=self._score, params=self.spec.params)
+                             score=self._score, params=self.spec.params, latest=latest)
 
         def verify(samples: Samples) -> np.ndarray:
             scores = np.asarray(self._call("verifier", name, verifier.score, vctx, samples), dtype=np.float64)
@@ -451,8 +486,9 @@ class Run:
         prompts = self.real.train
         if n > len(prompts):
             prompts = prompts.take(np.arange(n) % len(prompts))
-        samples = self._call("generator", self.generator.name, self.generator.generate, state,
-                             n, prompts, self.spec.params, rng(self.spec.seed, k, stream))
+        request = GenerateRequest(state=state, n=n, prompts=prompts, params=self.spec.params,
+                                  rng=rng(self.spec.seed, k, stream), generation=k)
+        samples = self._call("generator", self.generator.name, self.generator.generate, request)
         if not isinstance(samples, Samples) or len(samples) != n:
             got = f"{len(samples)} samples" if isinstance(samples, Samples) else type(samples).__name__
             raise PluginFailure(
@@ -462,7 +498,7 @@ class Run:
         return samples
 
     def _build_generation(self, k: int, data: Samples, init, reference_state, parent: Path,
-                          policy_record: dict | None = None) -> Path:
+                          policy_record: dict | None = None) -> GenerationResult:
         """Fit M_k, draw S_{k+1}, score and measure; write all of it into a temporary folder."""
         spec = self.spec
         times = {}
@@ -480,10 +516,9 @@ class Run:
         own_scores = ref_scores if reference_state is None else self._score(state, samples)
         ctx = MetricContext(generation=k, bundle=self.bundle, params=spec.params, real=self.real, state=state,
                             reference_state=reference, samples=samples, score=self._score,
-                            rng=rng(spec.seed, k, METRICS))
-        ctx.cache["ref:samples"] = ref_scores
-        if self._ref_test is not None:  # M_0 and the real test set are fixed: score them once a run
-            ctx.cache["ref:test"] = self._ref_test
+                            rng=rng(spec.seed, k, METRICS), model_scores=own_scores, reference_scores=ref_scores,
+                            # M_0 and the real test set are fixed: score them once a run
+                            reference_test_scores=self._ref_test)
         rows = []
         for metric in self.metrics:
             value = self._call("metric", metric.name, metric.compute, ctx)
@@ -501,7 +536,7 @@ class Run:
                     "metric_plugin_version": info.version,
                 })
         times["measure_s"] = time.perf_counter() - t
-        self._ref_test = ctx.cache.get("ref:test")
+        self._ref_test = ctx.reference_test_scores
         if self.bundle.throughput:
             harness = {"metric_plugin": "bench", "metric_plugin_version": bench.__version__,
                        "direction": "higher", "target": None, "metric_version": "1", "generation": k}
@@ -524,9 +559,10 @@ class Run:
         self._last_rows = self._rows[k] = rows
         R.write_json(tmp / "info.json", {"generation": k, "training_samples": len(data), **(policy_record or {}),
                                          **times}, atomic=False)
-        self._state = state
         self._remember(k + 1, samples)
-        return tmp
+        latest = SampleScores(samples, _as_float64(own_scores), _as_float64(ref_scores))
+        self._latest = GenerationResult(generation=k, state=state, latest=latest, rows=rows, folder=tmp)
+        return self._latest
 
     def _remember(self, key: int, samples: Samples) -> None:
         """Keep S_key in memory; drop the oldest kept sets beyond HISTORY_BYTES (the newest stays).
@@ -701,8 +737,7 @@ def run_group(b: Bench, specs: Sequence[Spec], out: Path, keep_states: str = "fi
     errors: list[BaseException | None] = [None] * len(specs)
 
     def chain(i: int, spec: Spec) -> None:
-        run = Run(b, spec, Path(out), keep_states=keep_states)
-        run.fit = rendezvous.fit
+        run = Run(b, spec, Path(out), keep_states=keep_states, fit=rendezvous.fit)
         try:
             outcomes[i] = run.execute(progress(spec) if progress else None)
         except BaseException as exc:  # noqa: BLE001 - reported by the caller

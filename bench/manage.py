@@ -10,15 +10,18 @@ from typing import Callable, Iterable
 
 
 from bench import results as R
-from bench.components import MetricContext
+from bench import runfolder as RF
+from bench.components import MetricContext, RealRequest, ScoreRequest, Scores
 from bench.errors import BenchError
 from bench.loop import METRICS, FolderLock, rng
 from bench.plugins import Bench
-from bench.spec import Spec
+from bench.runfolder import RunJsonError
 
 
 @dataclass
 class RunState:
+    """What ``bench runs`` shows of one run folder (:func:`run_state`)."""
+
     path: Path
     plugin: str
     preset: str
@@ -50,30 +53,29 @@ def run_state(run_dir: Path) -> RunState:
     reason), or unreadable."""
     run_dir = Path(run_dir)
     try:
-        info = R.read_json(run_dir / R.RUN_JSON)
-        spec = info["spec"]
-        ident = info["identity"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        return RunState(run_dir, "?", "?", "?", -1, "unreadable", 0, None, f"run.json: {exc}")
+        info = RF.read_run_json(run_dir)
+    except RunJsonError as exc:
+        return RunState(run_dir, "?", "?", "?", -1, "unreadable", 0, None, f"run.json: {exc.reason}")
+    spec = info.spec
     done = R.finished_generations(run_dir)
-    requested = int(info.get("generations_requested", spec.get("generations", 0)))
-    status = info.get("status")
+    requested = info.generations_requested
     reason = ""
     if _locked(run_dir):
         state = "running"
     elif done >= requested + 1:
         state = "complete"
-    elif status == "failed":
-        state, reason = "failed", info.get("error") or "unknown error"
+    elif info.status == "failed":
+        state, reason = "failed", info.error or "unknown error"
     else:
         state = "partial"
-        reason = "interrupted" if status == "interrupted" else "stopped (killed, or extended and not rerun)"
-    return RunState(run_dir, spec["plugin"], spec["preset"], ident.get("policy", spec["policy"]),
-                    int(spec["seed"]), state, done, requested, reason)
+        reason = "interrupted" if info.status == "interrupted" else "stopped (killed, or extended and not rerun)"
+    return RunState(run_dir, spec["plugin"], spec["preset"], info.policy_label, spec["seed"], state, done,
+                    requested, reason)
 
 
 def list_runs(paths: Iterable[str | Path]) -> list[RunState]:
-    return [run_state(p) for p in R.find_runs(paths)]
+    """The state of every run folder at or below ``paths``."""
+    return [run_state(p) for p in RF.find_runs(paths)]
 
 
 # -- rescoring ----------------------------------------------------------------------------------
@@ -129,8 +131,8 @@ def rescore(b: Bench, run_dir: Path, metric_names: list[str],
     run_dir = Path(run_dir)
     if not (run_dir / R.RUN_JSON).is_file():
         raise BenchError(f"{run_dir} is not a run folder (it has no run.json)")
-    info = R.read_json(run_dir / R.RUN_JSON)
-    spec = Spec.from_dict(info["spec"])
+    info = RF.read_run_json(run_dir)
+    spec = info.to_spec()
     metrics = [b.metrics.get(name) for name in metric_names]
     bundle = b.models.get(spec.plugin)
     for metric in metrics:
@@ -141,13 +143,13 @@ def rescore(b: Bench, run_dir: Path, metric_names: list[str],
         done = R.finished_generations(run_dir)
         if done == 0:
             raise BenchError(f"run {run_dir.name} has no finished generation to rescore")
-        real = bundle.load_real(spec.params, spec.seed)
+        real = bundle.load_real(RealRequest(params=spec.params, seed=spec.seed))
         gens = run_dir / R.GENS_DIR
         reference = R.read_state(gens / R.gen_name(0) / "state.safetensors")
         def score(state, samples):
             if isinstance(state, MissingState):
                 raise StateNotKept
-            return scorer.score(state, samples, spec.params)
+            return scorer.score(ScoreRequest(state=state, samples=samples, params=spec.params))
 
         skipped, total = [], 0
         for k in range(done):
@@ -159,9 +161,7 @@ def rescore(b: Bench, run_dir: Path, metric_names: list[str],
                                 state=state, reference_state=reference,
                                 samples=samples, score=score, rng=rng(spec.seed, k, METRICS))
             if "loglik_reference" in scores:
-                from bench.components import Scores
-
-                ctx.cache["ref:samples"] = Scores(scores["loglik_reference"], scores["units"])
+                ctx.reference_scores = Scores(scores["loglik_reference"], scores["units"])
             new_rows, missed, computed = [], False, set()
             for metric in metrics:
                 try:
@@ -184,14 +184,14 @@ def rescore(b: Bench, run_dir: Path, metric_names: list[str],
                 skipped.append(k)
             old = R.read_parquet_rows(gen / R.METRICS_FILE)
             kept = [r for r in old if r["metric"].split("/")[0] not in computed]
-            R.write_parquet(gen / R.METRICS_FILE, R.gen_metrics_table(kept + new_rows))
+            R.write_parquet(gen / R.METRICS_FILE, RF.gen_metrics_table(kept + new_rows))
             total += len(new_rows)
             echo(f"{run_dir.name}: generation {k}: {len(new_rows)} row(s)")
-        R.consolidate(run_dir, info, done)
-        info.setdefault("rescored", []).append({
+        RF.consolidate(run_dir, info, done)
+        info.extra.setdefault("rescored", []).append({
             "metrics": {m.name: m.version for m in metrics},
             "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "skipped_generations": skipped,
         })
-        R.write_json(run_dir / R.RUN_JSON, info)
+        RF.write_run_json(run_dir, info)
     return RescoreResult(run_dir, done, total, skipped)

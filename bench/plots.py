@@ -20,8 +20,9 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from bench import results as R
+from bench import runfolder as RF
 from bench.errors import BenchError
-from bench.grouping import CONFIDENCE, derived_track, entry_key, entry_labels, join_tracks, seed_order, summarize
+from bench.grouping import CONFIDENCE, entry_key, entry_labels, join_tracks, seed_order, summarize
 
 THROUGHPUT = "throughput/"
 TEST_PERPLEXITY = "test-perplexity"
@@ -159,14 +160,8 @@ class RunData:
 
 def track_of(info: dict[str, Any]) -> tuple[str, str]:
     """(track id, track name) from run.json; older files without ``track`` get the harness's
-    hash (:func:`bench.grouping.derived_track`)."""
-    track = info.get("track")
-    if isinstance(track, dict) and track.get("id") and track.get("name"):
-        return str(track["id"]), str(track["name"])
-    spec = info["spec"]
-    derived = derived_track(spec, info.get("generations_requested", spec.get("generations")),
-                            info.get("real_data_fingerprint"))
-    return derived["id"], derived["name"]
+    hash (:func:`bench.runfolder.track_of`, the one track-id formula)."""
+    return RF.track_of(info)
 
 
 def load_runs(paths: Iterable[str | Path]) -> list[RunData]:
@@ -176,24 +171,22 @@ def load_runs(paths: Iterable[str | Path]) -> list[RunData]:
     for p in paths:
         if not p.exists():
             raise BenchError(f"{p} does not exist: give run folders or folders of runs (e.g. results/)")
-    folders = list({f.resolve(): f for f in R.find_runs(paths)}.values())  # each run once
+    folders = list({f.resolve(): f for f in RF.find_runs(paths)}.values())  # each run once
     if not folders:
         raise BenchError("no run folders (folders holding run.json) at or below "
                          + ", ".join(str(p) for p in paths) + "; `bench run` makes them under results/")
     runs = []
     for folder in folders:
         try:
-            info = R.read_json(folder / R.RUN_JSON)
-            if not isinstance(info, dict) or not isinstance(info.get("spec"), dict) or "plugin" not in info["spec"]:
-                raise ValueError("run.json has no spec with a plugin")
-            if not isinstance(info.get("identity", {}), dict):
+            run = RF.read_run_json(folder)
+            if not isinstance(run.identity, dict):
                 raise ValueError("run.json's identity is not an object")
-            table = R.read_metrics(folder).to_pandas()
-            track_id, track_name = track_of(info)
+            table = RF.read_metrics(folder).to_pandas()
+            track = run.resolved_track()
         except Exception as exc:  # malformed input: name it and go on
             warnings.warn(f"skipping {folder}: {exc}", stacklevel=2)
             continue
-        runs.append(RunData(folder, info, table, track_id, track_name, entry_key(info["spec"])))
+        runs.append(RunData(folder, run.to_dict(), table, track["id"], track["name"], entry_key(run.spec)))
     # One track per protocol, joined exactly as the leaderboard joins them.
     for first, members in join_tracks([(r.track_id, r.entry, r.seed) for r in runs]):
         joined = runs[first].track_id

@@ -14,14 +14,14 @@ import sys
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Generic, Iterable, Protocol, TypeVar
 
 import pluggy
 
 from bench import hookspecs
 from bench.components import Generator, Metric, Mitigation, ModelBundle, Policy, Scorer, Trainer, Verifier
 from bench.errors import BenchError
-from bench.executors import Executor
+from bench.types import Executor
 
 ENTRY_POINT_GROUP = "collapse_bench"
 ENV_PLUGINS = "BENCH_PLUGINS"
@@ -75,14 +75,24 @@ def suggest(name: str, choices: Iterable[str]) -> str:
     return f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
 
 
-class Registry:
+class Named(Protocol):
+    """What a registry holds: anything with a ``name`` (the component dataclasses)."""
+
+    @property
+    def name(self) -> str: ...
+
+
+T = TypeVar("T", bound=Named)
+
+
+class Registry(Generic[T]):
     """Things of one kind by unique name, each remembering the plugin that registered it."""
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
-        self._items: dict[str, tuple[Any, str]] = {}
+        self._items: dict[str, tuple[T, str]] = {}
 
-    def add(self, item: Any, plugin: str) -> None:
+    def add(self, item: T, plugin: str) -> None:
         name = item.name
         if name in self._items:
             other = self._items[name][1]
@@ -93,7 +103,7 @@ class Registry:
             )
         self._items[name] = (item, plugin)
 
-    def get(self, name: str) -> Any:
+    def get(self, name: str) -> T:
         try:
             return self._items[name][0]
         except KeyError:
@@ -120,7 +130,7 @@ class Bench:
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
         self.infos: dict[str, PluginInfo] = {}
-        self.registries = {kind: Registry(kind) for kind in KINDS}
+        self.registries: dict[str, Registry[Any]] = {kind: Registry(kind) for kind in KINDS}
         self._callers: dict[tuple[str, str], Any] = {}
         if os.environ.get(ENV_TRACE, "") not in ("", "0"):
             self._enable_tracing()
@@ -227,11 +237,41 @@ class Bench:
 
     # -- access -----------------------------------------------------------------------------------
 
-    def __getattr__(self, kind: str) -> Registry:
-        registries = self.__dict__.get("registries", {})
-        if kind in registries:
-            return registries[kind]
-        raise AttributeError(kind)
+    @property
+    def models(self) -> Registry[ModelBundle]:
+        return self.registries["models"]
+
+    @property
+    def trainers(self) -> Registry[Trainer]:
+        return self.registries["trainers"]
+
+    @property
+    def generators(self) -> Registry[Generator]:
+        return self.registries["generators"]
+
+    @property
+    def scorers(self) -> Registry[Scorer]:
+        return self.registries["scorers"]
+
+    @property
+    def metrics(self) -> Registry[Metric]:
+        return self.registries["metrics"]
+
+    @property
+    def policies(self) -> Registry[Policy]:
+        return self.registries["policies"]
+
+    @property
+    def verifiers(self) -> Registry[Verifier]:
+        return self.registries["verifiers"]
+
+    @property
+    def mitigations(self) -> Registry[Mitigation]:
+        return self.registries["mitigations"]
+
+    @property
+    def executors(self) -> Registry[Executor]:
+        return self.registries["executors"]
 
     def plugin_info(self, name: str) -> PluginInfo:
         return self.infos[name]

@@ -1,11 +1,23 @@
-"""Progress of a run: a bar on a terminal, plain lines (every few seconds) otherwise."""
+"""Progress of a run: a bar on a terminal, plain lines (every few seconds) otherwise; and lists of
+run names kept short for the user."""
 
 from __future__ import annotations
 
 import os
 import sys
 import time
+from collections.abc import Sequence
 from typing import TextIO
+
+
+def count_and_names(names: Sequence[str], noun: str, limit: int = 5, shown: int = 3) -> str:
+    """``2 runs: a, b``; more than ``limit`` names print as the first ``shown`` and how many more
+    (``400 runs: a, b, c, ... and 397 more``), so a long command does not end in a wall of names."""
+    count = f"{len(names)} {noun}{'s' * (len(names) != 1)}"
+    if not names:
+        return count
+    listed = list(names) if len(names) <= limit else [*names[:shown], f"... and {len(names) - shown} more"]
+    return f"{count}: {', '.join(listed)}"
 
 
 def _clock(seconds: float) -> str:

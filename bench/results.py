@@ -1,4 +1,9 @@
-"""The result files of a run, their schema, atomic writing and validated reading.
+"""The result files of a run: their formats and schemas, atomic writing, and reading them back.
+
+What a run folder holds and how it is read and written as a whole (run.json, the track id, the
+metric rows, the scan for runs) belongs to :mod:`bench.runfolder`, which builds on this module;
+``gen_metrics_table``, ``stamp``, ``validate_metrics``, ``read_metrics``, ``consolidate`` and
+``find_runs`` are still found here under their old names.
 
 A run folder (see docs/results.md for the full description)::
 
@@ -21,7 +26,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import pyarrow as pa
@@ -205,54 +210,6 @@ def read_sample_row(path: Path, index: int) -> dict[str, Any]:
 # -- metrics ------------------------------------------------------------------------------------
 
 
-def gen_metrics_table(rows: list[dict[str, Any]]) -> pa.Table:
-    return pa.Table.from_pylist(rows, schema=GEN_METRICS_SCHEMA)
-
-
-def stamp(table: pa.Table, identity: Mapping[str, Any]) -> pa.Table:
-    """Add the run's identity columns to generation rows, giving METRICS_SCHEMA."""
-    n = table.num_rows
-    columns = []
-    for name, typ in RUN_COLUMNS:
-        value = SCHEMA_VERSION if name == "schema_version" else identity[name]
-        columns.append(pa.array([value] * n, type=typ))
-    return pa.Table.from_arrays(columns + table.columns, schema=METRICS_SCHEMA)
-
-
-def validate_metrics(table: pa.Table, source: str = "metrics") -> list[str]:
-    """Problems with a metrics table (empty list when it is valid)."""
-    problems = []
-    names = set(table.column_names)
-    missing = [f.name for f in METRICS_SCHEMA if f.name not in names]
-    if missing:
-        return [f"{source}: missing columns {', '.join(missing)}"]
-    for field in METRICS_SCHEMA:
-        actual = table.schema.field(field.name).type
-        if actual != field.type:
-            problems.append(f"{source}: column {field.name} has type {actual}, expected {field.type}")
-    if problems:
-        return problems
-    versions = set(table.column("schema_version").to_pylist())
-    if versions - {SCHEMA_VERSION}:
-        problems.append(f"{source}: schema_version {sorted(versions)} (this reader knows {SCHEMA_VERSION})")
-    directions = set(table.column("direction").to_pylist())
-    if directions - DIRECTIONS:
-        problems.append(f"{source}: unknown directions {sorted(directions - DIRECTIONS)}")
-    rows = table.select(["direction", "target"]).to_pylist()
-    if any((r["direction"] == "target") != (r["target"] is not None) for r in rows):
-        problems.append(f"{source}: a target is given exactly when direction is 'target'")
-    for name in ("generation", "metric", "run_id", "seed"):
-        if table.column(name).null_count:
-            problems.append(f"{source}: column {name} has missing values")
-    gens = table.column("generation").to_numpy()
-    if len(gens) and gens.min() < 0:
-        problems.append(f"{source}: negative generation")
-    keys = table.select(["run_id", "generation", "metric"]).to_pylist()
-    if len({tuple(k.values()) for k in keys}) != len(keys):
-        problems.append(f"{source}: a (run_id, generation, metric) row appears twice")
-    return problems
-
-
 def read_parquet_rows(path: Path) -> list[dict[str, Any]]:
     return pq.read_table(path).to_pylist()
 
@@ -270,50 +227,14 @@ def gen_name(k: int) -> str:
     return f"{k:06d}"
 
 
-def read_metrics(run_dir: Path, validate: bool = True) -> pa.Table:
-    """A run's metrics (METRICS_SCHEMA), from metrics.parquet, or rebuilt from the generation
-    folders when the consolidated file is behind them (after a kill)."""
-    run_dir = Path(run_dir)
-    info = read_json(run_dir / RUN_JSON)
-    done = finished_generations(run_dir)
-    path = run_dir / METRICS_FILE
-    table = None
-    if path.exists():
-        table = pq.read_table(path)
-        if table.num_rows and max(table.column("generation").to_pylist()) != done - 1:
-            table = None
-    if table is None:
-        table = consolidate(run_dir, info, done, write=False)
-    if validate:
-        problems = validate_metrics(table, str(path))
-        if problems:
-            raise BenchError("invalid results: " + "; ".join(problems))
-    return table
+# The run folder's contract (metric rows, the schema check, the scan for runs) lives in
+# bench.runfolder, which builds on this module; its names are still found here.
+_MOVED = ("gen_metrics_table", "stamp", "validate_metrics", "read_metrics", "consolidate", "find_runs")
 
 
-def consolidate(run_dir: Path, info: Mapping[str, Any], done: int, write: bool = True,
-                known: Mapping[int, list[dict[str, Any]]] | None = None) -> pa.Table:
-    """Join the per-generation metrics into one table with the run's identity columns.
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        from bench import runfolder
 
-    ``known`` holds rows already in memory by generation; the others are read from their folders.
-    """
-    known = known or {}
-    parts = [gen_metrics_table(known[k]) if k in known
-             else pq.read_table(Path(run_dir) / GENS_DIR / gen_name(k) / METRICS_FILE) for k in range(done)]
-    gen_table = pa.concat_tables(parts) if parts else GEN_METRICS_SCHEMA.empty_table()
-    table = stamp(gen_table, info["identity"])
-    if write:
-        write_parquet(Path(run_dir) / METRICS_FILE, table)
-    return table
-
-
-def find_runs(paths: Iterable[str | Path]) -> list[Path]:
-    """Run folders (holding run.json) at or below the given paths."""
-    found = []
-    for p in paths:
-        p = Path(p)
-        if (p / RUN_JSON).is_file():
-            found.append(p)
-        elif p.is_dir():
-            found.extend(sorted(q.parent for q in p.glob(f"*/{RUN_JSON}")))
-    return found
+        return getattr(runfolder, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

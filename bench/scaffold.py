@@ -317,11 +317,12 @@ def check(params) -> list[str]:
     return []
 
 
-def load_real(params, seed: int) -> bench.RealData:
+def load_real(request: bench.RealRequest) -> bench.RealData:
     """Train, test and validation splits for one seed, drawn from N(true_mean, true_std^2 I).
 
     REPLACE this with your data: read your files or dataset here and split them with the seed.
     """
+    params, seed = request.params, request.seed
     check(params)
     rng = np.random.default_rng([int(seed), _SEED_SALT])
     mean = np.full(DIM, float(params["true_mean"]))
@@ -386,22 +387,23 @@ def fit(request: bench.FitRequest) -> dict[str, np.ndarray]:
     return {"mean": x.mean(axis=0), "std": x.std(axis=0, ddof=1)}
 
 
-def generate(state, n: int, prompts, params, rng: np.random.Generator) -> bench.Samples:
-    """n samples from the fitted model, drawn with the rng the harness hands in.
+def generate(request: bench.GenerateRequest) -> bench.Samples:
+    """request.n samples from the fitted model, drawn with the rng the harness hands in.
 
-    REPLACE this with your model's sampling. prompts is the real training set, for conditional
-    models (one continuation per prompt); this model ignores it.
+    REPLACE this with your model's sampling. request.prompts is the real training set, for
+    conditional models (one continuation per prompt); this model ignores it.
     """
-    mean, std = state["mean"], state["std"]
-    return bench.Samples("vectors", mean + std * rng.standard_normal((n, mean.shape[0])))
+    mean, std = request.state["mean"], request.state["std"]
+    return bench.Samples("vectors", mean + std * request.rng.standard_normal((request.n, mean.shape[0])))
 
 
-def score(state, samples: bench.Samples, params) -> bench.Scores:
+def score(request: bench.ScoreRequest) -> bench.Scores:
     """Per-sample log-likelihood in nats under the fitted model; one unit per dimension.
 
     REPLACE this with your model's scoring (a language model: the summed token log-probabilities,
     units = tokens).
     """
+    samples, state = request.samples, request.state
     loglik = diag_gaussian_logpdf(samples.data, state["mean"], state["std"])
     units = np.full(len(samples), samples.data.shape[1], dtype=np.int64)
     return bench.Scores(loglik=loglik, units=units)
@@ -526,7 +528,7 @@ def test_score_is_the_sum_of_scipy_normal_log_densities():
 
     state = {"mean": np.array([0.3, -1.0]), "std": np.array([0.7, 2.0])}
     x = 3.0 * np.random.default_rng(3).normal(size=(20, 2))
-    scores = P.score(state, bench.Samples("vectors", x), P.PARAMS)
+    scores = P.score(bench.ScoreRequest(state, bench.Samples("vectors", x), P.PARAMS))
     expected = norm.logpdf(x, loc=state["mean"], scale=state["std"]).sum(axis=1)
     np.testing.assert_allclose(scores.loglik, expected, rtol=1e-12, atol=0)
     assert scores.units.tolist() == [2] * 20
@@ -534,15 +536,17 @@ def test_score_is_the_sum_of_scipy_normal_log_densities():
 
 def test_a_collapsed_model_has_no_density():
     state = {"mean": np.zeros(2), "std": np.array([1.0, 0.0])}
-    scores = P.score(state, bench.Samples("vectors", np.zeros((3, 2))), P.PARAMS)
+    scores = P.score(bench.ScoreRequest(state, bench.Samples("vectors", np.zeros((3, 2))), P.PARAMS))
     assert np.all(scores.loglik == -np.inf)
 
 
 def test_samples_come_from_the_given_rng_and_follow_the_state():
     state = {"mean": np.array([2.0, -1.0]), "std": np.array([0.5, 1.5])}
-    a = P.generate(state, 5000, None, P.PARAMS, np.random.default_rng(4)).data
-    b = P.generate(state, 5000, None, P.PARAMS, np.random.default_rng(4)).data
-    c = P.generate(state, 5000, None, P.PARAMS, np.random.default_rng(5)).data
+
+    def draw(seed):
+        return P.generate(bench.GenerateRequest(state, 5000, None, P.PARAMS, np.random.default_rng(seed), 0)).data
+
+    a, b, c = draw(4), draw(4), draw(5)
     assert a.shape == (5000, 2) and np.array_equal(a, b) and not np.array_equal(a, c)
     n = len(a)
     assert np.all(np.abs(a.mean(axis=0) - state["mean"]) < Z * state["std"] / math.sqrt(n))
@@ -550,14 +554,15 @@ def test_samples_come_from_the_given_rng_and_follow_the_state():
 
 
 def test_real_data_is_fixed_by_the_seed():
-    a, b, c = P.load_real(P.PARAMS, 0), P.load_real(P.PARAMS, 0), P.load_real(P.PARAMS, 1)
+    a, b, c = (P.load_real(bench.RealRequest(P.PARAMS, seed)) for seed in (0, 0, 1))
     assert a.train.data.shape == (P.PARAMS["n_samples"], P.DIM)
     assert a.test.data.shape == (P.PARAMS["n_test"], P.DIM)
     assert np.array_equal(a.train.data, b.train.data) and a.fingerprint == b.fingerprint
     assert not np.array_equal(a.train.data, c.train.data) and a.fingerprint != c.fingerprint
     assert a.source == c.source  # same data source, different draws
     truth = {"mean": np.full(P.DIM, P.PARAMS["true_mean"]), "std": np.full(P.DIM, P.PARAMS["true_std"])}
-    np.testing.assert_allclose(a.true_loglik(a.test), P.score(truth, a.test, P.PARAMS).loglik, rtol=1e-12)
+    np.testing.assert_allclose(a.true_loglik(a.test), P.score(bench.ScoreRequest(truth, a.test, P.PARAMS)).loglik,
+                               rtol=1e-12)
 
 
 def test_mean_shift_is_the_distance_between_the_fitted_means():
@@ -597,6 +602,17 @@ generated by `bench new-plugin __NAME__`; the model in it is a placeholder (a di
 2-D vectors) that already runs end to end.
 
 ## Install and run
+
+This package depends on `collapse-bench`. When your package index does not have it (`pip install
+collapse-bench` says "No matching distribution found"), install collapse-bench first from its
+source, in the same environment; pip then counts the dependency as met and does not look it up:
+
+```bash
+pip show collapse-bench                           # already installed? then skip the next line
+pip install -e /path/to/collapse-bench            # a checkout of its repository (the folder with its pyproject.toml)
+```
+
+Then, in this folder:
 
 ```bash
 pip install -e ".[test]"                          # with collapse-bench installed

@@ -1,6 +1,7 @@
 """The index page of a folder of leaderboards: the suite table and its heatmap, then every track's
 table with the trajectories of its headline and main metrics, in one self-contained HTML file
-(inline style and script, images as data URIs, nothing fetched), publishable as it is.
+(inline style and script, images as data URIs, nothing fetched), publishable as it is. The page is
+the template ``site_index.html`` of :mod:`bench.pages`.
 
 ``bench leaderboard RESULTS --suite --out DIR`` writes it as ``DIR/index.html``;
 ``leaderboards/make.sh`` publishes the project's own.
@@ -13,10 +14,11 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from bench import leaderboard as L
+from bench import pages
 from bench import plots as P
+from bench import results as R
 from bench import suite as S
-from bench.report import png_uri
+from bench.render import board_view
 
 INDEX = "index.html"
 PLOTTED_METRICS = 3  # the headline, then main metrics, per track
@@ -40,22 +42,18 @@ def _track_runs(runs: Sequence[P.RunData], board: Any) -> list[P.RunData]:
     return [r for r in runs if str(r.path.resolve()) in wanted]
 
 
-def _plots(track_runs: Sequence[P.RunData], board: Any) -> str:
+def _figures(track_runs: Sequence[P.RunData], board: Any) -> list[tuple[str, str]]:
+    """(caption, data URI) of the track's trajectory plots."""
     if not track_runs:
-        return ""
+        return []
     names = P.metric_names(track_runs)
     figures = []
     with tempfile.TemporaryDirectory(prefix="bench-site-") as tmp:
         for i, metric in enumerate(_metrics_to_plot(board, names)):
             path = P.plot_metric(track_runs, metric, Path(tmp) / f"{i}.png")
             cap = f"{board.track['name']}: {metric} per generation, mean over seeds with 95% t bands"
-            figures.append(f'<figure><img alt="{L.html_escape(cap)}" src="{png_uri(path.read_bytes())}" width="560">'
-                           f"<figcaption>{L.html_escape(cap)}</figcaption></figure>")
-    return f'<div class="plots">{"".join(figures)}</div>'
-
-
-_CSS = """.plots{display:flex;flex-wrap:wrap;gap:1em}figure{margin:0}nav a{margin-right:1em}
-section{margin-top:2.5em;border-top:1px solid #ddd}"""
+            figures.append((cap, pages.png_uri(path.read_bytes())))
+    return figures
 
 
 def write_index(result: S.SuiteResult, paths: Iterable[str | Path], out: str | Path) -> Path:
@@ -69,31 +67,11 @@ def write_index(result: S.SuiteResult, paths: Iterable[str | Path], out: str | P
         folders = [p for b in boards for e in b.entries for p in e.paths]
         runs = P.load_runs(folders) if folders else []
     png = (out / f"{S.STEM}.png").read_bytes() if (out / f"{S.STEM}.png").is_file() else None
-    esc = L.html_escape
-    nav = " ".join(f'<a href="#{esc(b.slug)}">{esc(b.track["name"])}</a>' for b in boards)
-    sections = []
-    for b in boards:
-        sections.append(f'<section id="{esc(b.slug)}"><h2>{esc(b.track["name"])}</h2>\n'
-                        f"{L.board_section_html(b)}\n{_plots(_track_runs(runs, b), b)}</section>")
-    page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>collapse-bench leaderboards</title>
-<style>{L._CSS}
-{S._CSS}
-{_CSS}</style></head><body>
-<h1>collapse-bench leaderboards</h1>
-<p>Mitigations of model collapse ranked across tracks (the suite table), then each track's own table
-and trajectories. Made by <code>bench leaderboard RESULTS --suite</code>; the rules are in
-docs/leaderboards.md and docs/mitigations.md of the collapse-bench repository.</p>
-<nav>Tracks: {nav}</nav>
-<section id="suite"><h2>Suite table</h2>
-{S.suite_section_html(result, png)}
-</section>
-{chr(10).join(sections)}
-<script>
-{L._JS}
-</script>
-</body></html>
-"""
+    sections = [{"slug": b.slug, "name": b.track["name"], "board": board_view(b),
+                 "figures": _figures(_track_runs(runs, b), b)} for b in boards]
+    page = pages.render("site_index.html", title="collapse-bench leaderboards", script=True,
+                        nav=[(b.slug, b.track["name"]) for b in boards], suite=S.suite_view(result, png),
+                        sections=sections)
     path = out / INDEX
-    L._write_text(path, page)
+    R.write_text(path, page)
     return path

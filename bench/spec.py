@@ -8,10 +8,7 @@ leaves out the policy and the start, so runs that differ only in those share gen
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -20,74 +17,12 @@ import yaml
 from bench.components import STARTS
 from bench.errors import BenchError
 from bench.plugins import Bench, suggest
+from bench.types import DEFAULT_GENERATIONS, Spec, _digest  # noqa: F401 (re-exported: their home is bench.types)
 
 # Keys a preset may hold besides the bundle's params.
 PRESET_KEYS = ("generations", "policy", "start")
-DEFAULT_GENERATIONS = 10
 DEFAULT_POLICY = "replace"
 DEFAULT_START = "pretrained"
-# Keys a config file may hold.
-CONFIG_KEYS = ("plugin", "preset", "generations", "seeds", "seed", "policy", "start", "set", "out",
-               "metrics", "trainer", "generator", "scorer", "mitigation")
-
-
-@dataclass(frozen=True)
-class Spec:
-    plugin: str
-    preset: str
-    params: dict[str, Any]
-    trainer: str
-    generator: str
-    scorer: str
-    metrics: list[str]
-    policy: str
-    policy_params: dict[str, Any]
-    start: str
-    seed: int
-    generations: int = DEFAULT_GENERATIONS
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Spec":
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
-
-    def identity(self) -> dict[str, Any]:
-        """The spec without the generation count: what the run id hashes."""
-        data = self.to_dict()
-        del data["generations"]
-        return data
-
-    @property
-    def run_id(self) -> str:
-        return _digest(self.identity())
-
-    @property
-    def gen0_id(self) -> str:
-        data = self.identity()
-        for key in ("policy", "policy_params", "start"):
-            del data[key]
-        return _digest(data)
-
-    @property
-    def policy_label(self) -> str:
-        """``mix:0.1`` style: the policy with its positional value, for names and tables."""
-        if not self.policy_params:
-            return self.policy
-        values = ",".join(f"{v}" for v in self.policy_params.values() if v is not None)
-        return f"{self.policy}:{values}" if values else self.policy
-
-    @property
-    def folder_name(self) -> str:
-        """``gmm-paper-mix-0.1-s0-1a2b3c4d``: readable, and unique through the run id."""
-        slug = re.sub(r"[^A-Za-z0-9.]+", "-", f"{self.plugin}-{self.preset}-{self.policy_label}").strip("-")
-        return f"{slug}-s{self.seed}-{self.run_id[:8]}"
-
-
-def _digest(data: Any) -> str:
-    text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 # -- parsing user input --------------------------------------------------------------------------
@@ -126,10 +61,7 @@ def parse_assignments(items: Iterable[str]) -> dict[str, Any]:
         key = key.strip()
         if not key:
             raise BenchError(f"--set needs key=value, got {item!r}")
-        try:
-            out[key] = yaml.safe_load(value) if value.strip() else ""
-        except yaml.YAMLError:
-            out[key] = value
+        out[key] = _parse_scalar(value) if value.strip() else ""
     return out
 
 
@@ -155,22 +87,6 @@ def read_mapping(path: str | Path, what: str = "config file") -> dict[str, Any]:
         data = {}
     if not isinstance(data, dict):
         raise BenchError(f"{what} {path} must hold a mapping of options, got {type(data).__name__}")
-    return data
-
-
-def load_config(path: str | Path) -> dict[str, Any]:
-    """A whole spec from a YAML or TOML file (keys as the ``bench run`` options)."""
-    path = Path(path)
-    data = read_mapping(path)
-    unknown = [k for k in data if k not in CONFIG_KEYS]
-    if unknown:
-        key = unknown[0]
-        raise BenchError(
-            f"config file {path}: unknown key {key!r}.{suggest(key, CONFIG_KEYS)} "
-            f"Known keys: {', '.join(CONFIG_KEYS)}."
-        )
-    if "set" in data and not isinstance(data["set"], dict):
-        raise BenchError(f"config file {path}: 'set' must be a mapping of parameter: value")
     return data
 
 
@@ -355,8 +271,17 @@ def resolve(
     )
 
 
+# A number with an exponent that YAML 1.1 reads as a string: 1e-2, 3E5, 1.0e5 (it wants "1.0e+5").
+_EXPONENT_NUMBER = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)[eE][-+]?\d+")
+
+
 def _parse_scalar(text: str) -> Any:
+    """A value typed by the user (``--set``, a policy value) read as a YAML scalar, except that
+    numbers with an exponent are floats, as one would expect of ``1e-2``."""
+    if _EXPONENT_NUMBER.fullmatch(text.strip()):
+        return float(text)
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError:
         return text
+

@@ -11,11 +11,10 @@ table across tracks (:func:`build_suite`).
 
 from __future__ import annotations
 
-import base64
 import csv
+import io
 import json
 import math
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,9 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from bench import leaderboard as L
+from bench import pages
+from bench import results as R
+from bench.runfolder import parse_headline  # noqa: F401 (one reader of run.json headlines)
 from bench.errors import BenchError
 from bench.grouping import CONFIDENCE, entry_labels, summarize
 
@@ -40,24 +42,6 @@ COLOUR_RULE = ("colour: the paired difference to replace at the final generation
 
 
 # -- the headline rule and generations to collapse ------------------------------------------------
-
-
-def parse_headline(obj: Any) -> tuple[dict[str, Any] | None, str | None]:
-    """run.json's ``headline`` checked: (``{metric, threshold, mode, why}``, None), (None, None)
-    when there is none, or (None, why it is unusable)."""
-    if obj is None:
-        return None, None
-    if not isinstance(obj, dict):
-        return None, "not an object"
-    metric, threshold, mode, why = obj.get("metric"), obj.get("threshold"), obj.get("mode", "diff"), obj.get("why", "")
-    if not isinstance(metric, str) or not metric:
-        return None, "no metric name"
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
-        return None, f"threshold {threshold!r} is not a finite number"
-    if mode not in COLLAPSE_MODES:
-        return None, f"mode {mode!r} is not one of {', '.join(COLLAPSE_MODES)}"
-    why = why if isinstance(why, str) else ""
-    return {"metric": metric, "threshold": float(threshold), "mode": mode, "why": why}, None
 
 
 def override_headline(headline: Any) -> dict[str, Any]:
@@ -541,63 +525,37 @@ def write_markdown(s: SuiteResult, path: Path, png_name: str | None = None) -> N
         lines += ["", "## Notes", ""] + [f"- {esc(n)}" for n in s.notes]
     lines += ["", "Made by `bench leaderboard RESULTS --suite`; suite.json beside this file holds every number "
               "(docs/leaderboards.md, \"The suite table\").", ""]
-    L._write_text(path, "\n".join(lines))
+    R.write_text(path, "\n".join(lines))
 
 
-_CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#222}
-table{border-collapse:collapse;font-size:13px}th,td{border:1px solid #ccc;padding:3px 6px;vertical-align:top}
-th{background:#f3f3f3}td.n{text-align:right;white-space:nowrap}td.na{color:#777;background:#eee}
-td.win{background:#e6f0fa}td.loss{background:#fbe9e7}td.base{background:#f6f6f6}
-p,li{max-width:60em}img{max-width:100%}figcaption{font-size:.85em;color:#555;max-width:60em}"""
+def suite_view(s: SuiteResult, png: bytes | None) -> dict[str, Any]:
+    """What the template ``suite_section.html`` shows: plain text (the template escapes it)."""
+    rows = []
+    for row in s.rows:
+        cells = [("na" if not c.has_entry else "base" if c.baseline else c.beyond, cell_parts(c)) for c in row.cells]
+        rows.append({"label": row.label, "cells": cells, "mean_rank": _num(row.mean_rank), "wins": row.wins,
+                     "losses": row.losses})
+    return {
+        "explain": EXPLAIN,
+        "tracks": [_track_head(t) for t in s.tracks],
+        "rows": rows,
+        "png_uri": pages.png_uri(png) if png else "",
+        "colour_rule": COLOUR_RULE,
+        "headlines": [_headline_line(t) for t in s.tracks],
+        "notes": s.notes,
+    }
 
 
 def suite_section_html(s: SuiteResult, png: bytes | None) -> str:
     """The suite table, its heatmap, the headline metrics and notes, as HTML to place in a page
     (:func:`write_html`, and the index page of :mod:`bench.site`)."""
-    esc = L.html_escape
-    explain = "".join(f"<p>{esc(p)}</p>" for p in EXPLAIN)
-    figure = ""
-    if png:
-        uri = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-        figure = (f'<figure><img src="{uri}" alt="heatmap of the suite table">'
-                  f"<figcaption>Heatmap: {esc(COLOUR_RULE)}.</figcaption></figure>")
-    if s.tracks:
-        head = "".join(f"<th>{esc(_track_head(t))}</th>" for t in s.tracks)
-        body = []
-        for row in s.rows:
-            cells = [f"<td>{esc(row.label)}</td>"]
-            for c in row.cells:
-                cls = ("na" if not c.has_entry else "base" if c.baseline else c.beyond)
-                text = "<br>".join(esc(p) for p in cell_parts(c))
-                cells.append(f'<td class="{cls}">{text}</td>' if cls else f"<td>{text}</td>")
-            cells += [f'<td class="n">{esc(_num(row.mean_rank))}</td>', f'<td class="n">{row.wins}</td>',
-                      f'<td class="n">{row.losses}</td>']
-            body.append("<tr>" + "".join(cells) + "</tr>")
-        table = (f"<table><thead><tr><th>mitigation</th>{head}<th>mean rank</th><th>wins</th><th>losses</th>"
-                 f"</tr></thead><tbody>\n{chr(10).join(body)}\n</tbody></table>")
-        items = "".join(f"<li>{esc(_headline_line(t))}</li>" for t in s.tracks)
-        heads = f"<h2>Headline metrics</h2><ul>{items}</ul>"
-    else:
-        table = "<p>No track has both a headline metric and a replace entry: no table.</p>"
-        heads = ""
-    notes = ("<h2>Notes</h2><ul>" + "".join(f"<li>{esc(n)}</li>" for n in s.notes) + "</ul>") if s.notes else ""
-    return f"""{explain}
-{table}
-{figure}
-{heads}
-{notes}"""
+    return pages.render("suite_section.html", suite=suite_view(s, png))
 
 
 def write_html(s: SuiteResult, path: Path, png: bytes | None) -> None:
-    """One self-contained page: inline style, the heatmap as a data URI, no script, nothing fetched."""
-    page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>Suite table</title>
-<style>{_CSS}</style></head><body>
-<h1>Suite table</h1>
-{suite_section_html(s, png)}
-</body></html>
-"""
-    L._write_text(path, page)
+    """One self-contained page: the stylesheet inline, the heatmap as a data URI, no script, nothing
+    fetched."""
+    R.write_text(path, pages.render("suite.html", title="Suite table", suite=suite_view(s, png)))
 
 
 CSV_COLUMNS = ["mitigation", "track", "track_id", "headline", "direction", "applies", "reason", "entry", "baseline",
@@ -611,24 +569,23 @@ def write_csv(s: SuiteResult, path: Path) -> None:
     :func:`bench.leaderboard.csv_text` (no spreadsheet formulas); numbers are ``repr`` floats,
     ``inf`` for a censored generation count, ``nan`` or empty where there is none."""
     t = L.csv_text
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(CSV_COLUMNS)
-        for row in s.rows:
-            for track, c in zip(s.tracks, row.cells):
-                col = c.collapse
-                gens = ([repr(col.median), repr(col.low), repr(col.high), col.censored, col.last] if col is not None
-                        else ["", "", "", "", ""])
-                w.writerow([t(row.label), t(track.name), t(track.id), t(track.headline["metric"]),
-                            t(track.headline.get("direction")), int(c.applies), t(c.reason),
-                            t(c.entry) if c.entry is not None else "", int(c.baseline),
-                            *(repr(x) if c.has_entry else "" for x in (c.rank, c.final_mean, c.diff_mean,
-                                                                       c.diff_low, c.diff_high)),
-                            c.n_paired if c.has_entry else "", c.better, c.beyond,
-                            repr(c.standardised) if c.has_entry else "", *gens,
-                            repr(row.mean_rank), row.wins, row.losses])
-    os.replace(tmp, path)
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf)
+    w.writerow(CSV_COLUMNS)
+    for row in s.rows:
+        for track, c in zip(s.tracks, row.cells):
+            col = c.collapse
+            gens = ([repr(col.median), repr(col.low), repr(col.high), col.censored, col.last] if col is not None
+                    else ["", "", "", "", ""])
+            w.writerow([t(row.label), t(track.name), t(track.id), t(track.headline["metric"]),
+                        t(track.headline.get("direction")), int(c.applies), t(c.reason),
+                        t(c.entry) if c.entry is not None else "", int(c.baseline),
+                        *(repr(x) if c.has_entry else "" for x in (c.rank, c.final_mean, c.diff_mean,
+                                                                   c.diff_low, c.diff_high)),
+                        c.n_paired if c.has_entry else "", c.better, c.beyond,
+                        repr(c.standardised) if c.has_entry else "", *gens,
+                        repr(row.mean_rank), row.wins, row.losses])
+    R.write_text(path, buf.getvalue())
 
 
 def suite_json(s: SuiteResult) -> dict[str, Any]:
@@ -660,11 +617,7 @@ def suite_json(s: SuiteResult) -> dict[str, Any]:
 
 
 def write_json(s: SuiteResult, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as fh:
-        json.dump(suite_json(s), fh, indent=1, allow_nan=False, default=str)
-        fh.write("\n")
-    os.replace(tmp, path)
+    R.write_text(path, json.dumps(suite_json(s), indent=1, allow_nan=False, default=str) + "\n")
 
 
 def heatmap_values(s: SuiteResult) -> tuple[np.ndarray, np.ndarray]:

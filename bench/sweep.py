@@ -11,7 +11,6 @@ others: the sweep ends with a summary (printed, and written as JSON under ``out/
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -31,22 +30,30 @@ from bench.executors import (
     TaskResult,
     first_line,
 )
+from bench.options import (
+    CONFIG_KEYS,
+    DEFAULT_KEEP_STATES,
+    DEFAULT_OUT,
+    SPEC_KEYS,
+    default_threads,
+    parse_keep_states,
+    parse_threads,
+    resolve_checked,
+)
 from bench.plugins import Bench, suggest
-from bench.spec import Spec, parse_seeds, resolve
+from bench.spec import Spec, parse_seeds
 
-DEFAULT_OUT = "results"
 DEFAULT_EXECUTOR = "local"
 SUMMARY_DIR = ".sweeps"
 
-# Keys of a sweep file; a block named after an executor (``slurm:``, ``dask:``) holds its options.
-SWEEP_KEYS = ("plugin", "preset", "generations", "policy", "mitigation", "start", "seeds", "seed", "set", "metrics",
-              "trainer", "generator", "scorer", "out", "keep_states", "executor", "workers",
-              "threads_per_worker", "batch", "summary", "grid")
-# Grid axes that are not parameters; any other grid key names a parameter (bare or ``set.NAME``).
-AXES = ("plugin", "preset", "policy", "mitigation", "seed", "seeds", "start", "generations", "metrics", "trainer",
-        "generator", "scorer")
-SPEC_KEYS = ("plugin", "preset", "policy", "mitigation", "start", "generations", "metrics", "trainer", "generator",
-             "scorer")
+# Keys of a sweep file: those of a config file (bench.options), then the sweep's own; a block named
+# after an executor (``slurm:``, ``dask:``) holds its options.
+SWEEP_KEYS = (*CONFIG_KEYS, "executor", "workers", "threads_per_worker", "batch", "summary", "grid")
+# Grid axes that are not parameters (the options that change the spec, and the seed); any other
+# grid key names a parameter (bare or ``set.NAME``).
+AXES = (*SPEC_KEYS, "seed", "seeds")
+# Lines of failed or busy runs printed at most; the summary JSON lists every one.
+MAX_LISTED = 5
 
 # What the summary calls each ending.
 DONE, SKIPPED, INTERRUPTED = "done", "skipped", "interrupted"
@@ -77,7 +84,7 @@ class Sweep:
     executor: str = DEFAULT_EXECUTOR
     workers: int | None = None
     threads_per_worker: int = 1
-    keep_states: str = "first-last"
+    keep_states: str = DEFAULT_KEEP_STATES
     batch: bool = True
     options: dict[str, Any] = field(default_factory=dict)  # the chosen executor's, merged and checked
     summary: Path | None = None
@@ -233,15 +240,12 @@ def expand(b: Bench, data: Mapping[str, Any], where: str = "sweep",
                     not_applicable.append((key, reason))
                 continue
         for seed in seeds:
-            try:
-                spec = resolve(b, str(plugin), values["preset"], seed=seed, generations=values["generations"],
-                               policy=values["policy"], start=values["start"], overrides=overrides,
-                               metrics=values["metrics"], trainer=values["trainer"],
-                               generator=values["generator"], scorer=values["scorer"],
-                               mitigation=values["mitigation"])
-                bundle = b.models.get(spec.plugin)
-                if bundle.check is not None:  # the model's own check, as `bench run` makes it
-                    bundle.check(spec.params)
+            try:  # resolved and checked by the model, as `bench run` does
+                spec = resolve_checked(b, str(plugin), values["preset"], seed=seed,
+                                       generations=values["generations"], policy=values["policy"],
+                                       start=values["start"], overrides=overrides, metrics=values["metrics"],
+                                       trainer=values["trainer"], generator=values["generator"],
+                                       scorer=values["scorer"], mitigation=values["mitigation"])
             except BenchError as exc:
                 hint = "".join(f" (or is grid key {k!r} the axis {_near_axis(k)!r}?)" for k in keys
                                if k not in AXES and _near_axis(k) and repr(k) in str(exc))
@@ -328,7 +332,13 @@ def load(
     flags = {k: v for k, v in (executor_flags or {}).items() if v is not None}
     options = executor_options(b, name, data.get(name), flags, where)
     w = workers if workers is not None else data.get("workers")
-    t = threads_per_worker if threads_per_worker is not None else data.get("threads_per_worker", 1)
+    w = None if w is None else _positive_int(w, "workers")
+    if "threads" in data and "threads_per_worker" in data:
+        raise BenchError(f"{where}: give either 'threads' or 'threads_per_worker' (the same setting), not both")
+    t = threads_per_worker if threads_per_worker is not None else data.get("threads", data.get("threads_per_worker"))
+    t = parse_threads(t, "threads (--threads)")
+    if t is None:  # one thread per worker, unless the sweep's own process runs everything (local, 1 worker)
+        t = default_threads(1 if w == 1 and name == DEFAULT_EXECUTOR else 2)
     batch_value = batch if batch is not None else data.get("batch", True)
     if not isinstance(batch_value, bool):
         raise BenchError(f"{where}: batch must be true or false, got {batch_value!r}")
@@ -342,9 +352,9 @@ def load(
         runs=runs,
         out=out_dir,
         executor=name,
-        workers=None if w is None else _positive_int(w, "workers"),
-        threads_per_worker=_positive_int(t, "threads_per_worker"),
-        keep_states=keep_states or data.get("keep_states") or "first-last",
+        workers=w,
+        threads_per_worker=t,
+        keep_states=parse_keep_states(keep_states or data.get("keep_states") or DEFAULT_KEEP_STATES),
         batch=batch_value,
         options=options,
         summary=Path(summary_value) if summary_value else None,
@@ -360,17 +370,10 @@ def plan_tasks(b: Bench, sweep: Sweep) -> list[Task]:
     """Tasks for the runs not yet finished: one per run, or one per group of runs that differ only
     in seed where the trainer runs them in lockstep (``bench.loop.batchable``). Groups are split
     until there are at least as many tasks as workers, so batching never idles a worker."""
-    from bench import loop
+    from bench.api import lockstep_groups
 
     pending = [r.spec for r in sweep.runs if not r.finished]
-    groups: dict[str, list[Spec]] = {}
-    for spec in pending:
-        if sweep.batch and loop.batchable(b, spec):
-            key = json.dumps({k: v for k, v in spec.to_dict().items() if k != "seed"}, sort_keys=True, default=str)
-        else:
-            key = spec.run_id
-        groups.setdefault(key, []).append(spec)
-    chunks = list(groups.values())
+    chunks = lockstep_groups(b, pending, batch=sweep.batch)
     want = sweep.workers or os.cpu_count() or 1
     while len(chunks) < want:
         largest = max(range(len(chunks)), key=lambda i: len(chunks[i]), default=None)
@@ -416,13 +419,14 @@ class SweepSummary:
     def lines(self) -> list[str]:
         counts = ", ".join(f"{self.count(s)} {s}" for s in STATUSES if self.count(s) or s in (DONE, SKIPPED, FAILED))
         lines = [f"Sweep {self.name}: {len(self.rows)} run(s): {counts} ({self.seconds:.1f} s, executor {self.executor})"]
-        for row in self.rows:
-            if row["status"] == FAILED:
-                lines.append(f"  failed: {row['folder']}: {row['error']}")
-        for row in self.rows:
-            if row["status"] == BUSY:
-                lines.append(f"  busy: {row['folder']}: another process is running it; "
-                             "run the sweep again later to check that it finished")
+        for status in (FAILED, BUSY):
+            rows = [row for row in self.rows if row["status"] == status]
+            for row in rows[:MAX_LISTED]:
+                why = row["error"] if status == FAILED else ("another process is running it; run the sweep "
+                                                            "again later to check that it finished")
+                lines.append(f"  {status}: {row['folder']}: {why}")
+            if len(rows) > MAX_LISTED:
+                lines.append(f"  ... and {len(rows) - MAX_LISTED} more {status} (the summary JSON lists them all)")
         if self.count(INTERRUPTED):
             lines.append(f"  {self.count(INTERRUPTED)} run(s) interrupted: run the same sweep again to finish them")
         if self.not_applicable:

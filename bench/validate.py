@@ -20,50 +20,27 @@ from typing import Any, Iterable
 import pyarrow.parquet as pq
 
 from bench import results as R
+from bench import runfolder as RF
 
-STATUSES = ("running", "interrupted", "failed", "complete")
-RUN_KEYS: dict[str, tuple[type, ...]] = {
-    "schema_version": (int,),
-    "run_id": (str,),
-    "gen0_id": (str,),
-    "spec": (dict,),
-    "identity": (dict,),
-    "provenance": (dict,),
-    "status": (str,),
-    "generations_requested": (int,),
-    "generations_done": (int,),
-    "error": (str, type(None)),
-    "real_data_fingerprint": (str, type(None)),
-    "data_provenance": (dict,),
-    "track": (dict,),
-    "leaderboard_metrics": (list,),
-}
-OPTIONAL_KEYS: dict[str, tuple[type, ...]] = {"created": (str,), "updated": (str,)}
-SPEC_KEYS: dict[str, tuple[type, ...]] = {
-    "plugin": (str,), "preset": (str,), "params": (dict,), "trainer": (str,), "generator": (str,),
-    "scorer": (str,), "metrics": (list,), "policy": (str,), "policy_params": (dict,), "start": (str,),
-    "seed": (int,), "generations": (int,),
-}
-IDENTITY_KEYS: dict[str, tuple[type, ...]] = {
-    "run_id": (str,), "plugin": (str,), "plugin_version": (str,), "preset": (str,), "policy": (str,), "seed": (int,),
-}
-TRACK_KEYS: dict[str, tuple[type, ...]] = {
-    "name": (str,), "id": (str,), "plugin": (str,), "preset": (str,), "generations": (int,),
-    "real_data": (str, type(None)),
-}
-RUN_FILES = {R.RUN_JSON, R.METRICS_FILE, R.LOG_FILE, ".lock", R.GENS_DIR, "grids"}  # grids: sample pictures (vae)
-GEN_FILES = {R.METRICS_FILE, "samples.parquet", "state.safetensors", "info.json"}
-SAMPLE_COLUMNS = ("index", "sample", "loglik_reference", "loglik_model", "units")
+# The run.json schema and the entries of a run folder are bench.runfolder's; these names stay here.
+STATUSES = RF.STATUSES
+RUN_KEYS, OPTIONAL_KEYS, SPEC_KEYS = RF.RUN_KEYS, RF.OPTIONAL_RUN_KEYS, RF.SPEC_KEYS
+IDENTITY_KEYS, TRACK_KEYS = RF.IDENTITY_KEYS, RF.TRACK_TYPES
+RUN_FILES = set(RF.RUN_ENTRIES)  # a model plugin adds its own entries (ModelBundle.files)
+GEN_FILES = set(RF.GEN_ENTRIES)
+SAMPLE_COLUMNS = RF.SAMPLE_COLUMNS
 _GEN_DIR = re.compile(r"\d{6}")
 _TMP = re.compile(r"\..*\.tmp")
 
 
 @dataclass
 class Report:
-    """How many run folders were checked, and every problem found."""
+    """How many run folders were checked, every problem found, and notes on what could not be
+    checked (entries of a model plugin that is not installed)."""
 
     runs: int = 0
     problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -71,20 +48,50 @@ class Report:
 
     def summary(self) -> str:
         if self.ok:
-            return f"{self.runs} run folder(s) checked: no problems"
-        return f"{self.runs} run folder(s) checked: {len(self.problems)} problem(s)"
+            line = f"{self.runs} run folder(s) checked: no problems"
+        else:
+            line = f"{self.runs} run folder(s) checked: {len(self.problems)} problem(s)"
+        return "\n".join([line] + [f"not checked: {note}" for note in self.notes])
 
 
-def validate(paths: Iterable[str | Path]) -> list[str]:
+class PluginFiles:
+    """The extra run-folder entries each model plugin declares (``ModelBundle.files``), from the
+    installed plugins, loaded the first time a run folder holds an entry the harness does not
+    write (once per check)."""
+
+    def __init__(self, bench: Any = None) -> None:
+        self._bench = bench
+        self._loaded = bench is not None
+        self.error: str | None = None
+
+    def declared(self, plugin: str) -> set[str] | None:
+        """The entries model ``plugin`` declares; None when no installed plugin registers it."""
+        if not self._loaded:
+            self._loaded = True
+            from bench.errors import BenchError
+            from bench.plugins import Bench
+
+            try:
+                self._bench = Bench()
+            except BenchError as exc:  # plugins that clash: nothing is known
+                self.error = str(exc).splitlines()[0]
+        if self._bench is None or plugin not in self._bench.models:
+            return None
+        return set(self._bench.models.get(plugin).files)
+
+
+def validate(paths: Iterable[str | Path], bench: Any = None) -> list[str]:
     """Every problem with the run folders at or below ``paths`` (empty: all valid)."""
-    return check(paths).problems
+    return check(paths, bench).problems
 
 
-def check(paths: Iterable[str | Path]) -> Report:
-    """Like :func:`validate`, with the number of run folders checked."""
-    from bench.leaderboard import runs_below
-
+def check(paths: Iterable[str | Path], bench: Any = None) -> Report:
+    """Like :func:`validate`, with the number of run folders checked and notes on what could not
+    be checked. ``bench`` (a :class:`bench.plugins.Bench`) says which entries each model plugin
+    declares; by default the installed plugins, loaded only when a folder holds such an entry.
+    Entries of a model whose plugin is not installed are not failed: the notes name them."""
     report = Report()
+    plugin_files = PluginFiles(bench)
     paths = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
     if not paths:
         report.problems.append("no folder given: name the run folders or the folder holding them")
@@ -98,12 +105,12 @@ def check(paths: Iterable[str | Path]) -> Report:
         if not p.is_dir():
             report.problems.append(f"{p}: not a folder (give run folders or the folder holding them)")
             continue
-        runs = runs_below(p)
+        runs = RF.runs_below(p)
         if not runs:
             report.problems.append(f"{p}: no run folder (holding run.json) at or below it")
         for run in runs:
             report.runs += 1
-            problems, key = check_run(run)
+            problems, key = check_run(run, plugin_files=plugin_files, notes=report.notes)
             report.problems.extend(problems)
             if key is not None:
                 if key in seen and seen[key] != run:
@@ -113,94 +120,29 @@ def check(paths: Iterable[str | Path]) -> Report:
     return report
 
 
-def _type_problems(where: str, data: dict, keys: dict[str, tuple[type, ...]], required: bool = True) -> list[str]:
-    out = []
-    for key, types in keys.items():
-        if key not in data:
-            if required:
-                out.append(f"{where}: missing key {key}")
-            continue
-        value = data[key]
-        wrong = not isinstance(value, types) or (isinstance(value, bool) and bool not in types)
-        if wrong:
-            names = " or ".join("null" if t is type(None) else t.__name__ for t in types)
-            out.append(f"{where}: {key} should be {names}, not {type(value).__name__}")
-    return out
-
-
 def check_run_json(path: Path) -> tuple[list[str], dict[str, Any] | None, bool]:
     """Problems with a run.json, its content when it is a JSON object, and whether its keys and
     types are right (so that the rest of the run can be checked against it)."""
-    from bench.spec import Spec, _digest
-
     try:
         data = json.loads(path.read_bytes())
     except (OSError, ValueError, RecursionError) as exc:
         return [f"{path}: unreadable ({_why(exc)})"], None, False
     if not isinstance(data, dict):
         return [f"{path}: not a JSON object"], None, False
-    problems = _type_problems(str(path), data, RUN_KEYS) + _type_problems(str(path), data, OPTIONAL_KEYS, False)
-    if "track" not in data or "leaderboard_metrics" not in data:
-        problems.append(f"{path}: written by an older collapse-bench (no track); `bench run` with the same spec "
-                        "and --out rewrites run.json")
-    spec, identity, track = (data.get(k) if isinstance(data.get(k), dict) else None
-                             for k in ("spec", "identity", "track"))
-    if spec is not None:
-        problems += _type_problems(f"{path}: spec", spec, SPEC_KEYS)
-    if identity is not None:
-        problems += _type_problems(f"{path}: identity", identity, IDENTITY_KEYS)
-    if track is not None:
-        problems += _type_problems(f"{path}: track", track, TRACK_KEYS)
-    main = data.get("leaderboard_metrics")
-    if isinstance(main, list) and not all(isinstance(m, str) for m in main):
-        problems.append(f"{path}: leaderboard_metrics should be a list of metric names")
-    if problems:
-        return problems, data, False
-    # The values agree with each other.
-    if data["schema_version"] != R.SCHEMA_VERSION:
-        problems.append(f"{path}: schema_version {data['schema_version']} (this reader knows {R.SCHEMA_VERSION})")
-    if data["status"] not in STATUSES:
-        problems.append(f"{path}: status {data['status']!r} is not one of {', '.join(STATUSES)}")
-    n, done = data["generations_requested"], data["generations_done"]
-    if n < 0 or not 0 <= done <= n + 1:
-        problems.append(f"{path}: generations_done {done} is not within 0..{n + 1} (generations_requested {n})")
-    if data["status"] == "complete" and done != n + 1:
-        problems.append(f"{path}: status complete but {done} of the {n + 1} generations done")
-    if data["status"] == "failed" and not data["error"]:
-        problems.append(f"{path}: status failed without an error")
-    if not all(isinstance(m, str) for m in spec["metrics"]):
-        problems.append(f"{path}: spec.metrics should be a list of metric names")
-    if spec["generations"] != n:
-        problems.append(f"{path}: spec.generations {spec['generations']} differs from generations_requested {n}")
-    try:
-        s = Spec.from_dict(spec)
-        if data["run_id"] != s.run_id:
-            problems.append(f"{path}: run_id {data['run_id']} is not the hash of the spec ({s.run_id}): the spec "
-                            "was edited")
-        if data["gen0_id"] != s.gen0_id:
-            problems.append(f"{path}: gen0_id {data['gen0_id']} is not the hash of the spec ({s.gen0_id})")
-        expected_identity = {"run_id": s.run_id, "plugin": s.plugin, "preset": s.preset, "policy": s.policy_label,
-                             "seed": s.seed}
-    except Exception as exc:  # a spec the harness could not have written
-        problems.append(f"{path}: spec cannot be read ({type(exc).__name__}: {exc})")
-        expected_identity = {}
-    for key, value in expected_identity.items():
-        if identity[key] != value:
-            problems.append(f"{path}: identity.{key} is {identity[key]!r}, the spec says {value!r}")
-    # track.real_data names the data source (seed-independent); the id hashes it with the rest.
-    key = {"plugin": spec["plugin"], "preset": spec["preset"], "generations": n, "real_data": track["real_data"]}
-    for k, v in {"name": f"{spec['plugin']}/{spec['preset']}", **key, "id": _digest(key)[:12]}.items():
-        if track[k] != v:
-            problems.append(f"{path}: track.{k} is {track[k]!r}, the spec gives {v!r}")
-    return problems, data, True
+    problems, usable = RF.run_json_problems(data, str(path))
+    return problems, data, usable
 
 
-def check_run(run: Path) -> tuple[list[str], tuple[str, int] | None]:
+def check_run(run: Path, plugin_files: PluginFiles | None = None,
+              notes: list[str] | None = None) -> tuple[list[str], tuple[str, int] | None]:
     """Problems with one run folder, and its (run id, generations requested) when run.json is
-    usable (two folders holding the same run are a problem)."""
+    usable (two folders holding the same run are a problem). Entries that only the run's model
+    plugin can vouch for are checked against ``plugin_files``; where that plugin is not
+    installed they are named in ``notes`` instead."""
     run = Path(run)
     problems, data, usable = check_run_json(run / R.RUN_JSON)
-    problems += _unexpected(run, RUN_FILES, "run folder")
+    problems += _unexpected(run, RUN_FILES | _plugin_entries(run, data, plugin_files or PluginFiles(), notes),
+                            "run folder")
     gen_tables: dict[int, Any] = {}
     done_on_disk = _check_gens(run, problems, gen_tables)
     if not usable:
@@ -212,6 +154,29 @@ def check_run(run: Path) -> tuple[list[str], tuple[str, int] | None]:
                         f"generations_done {done}")
     _check_metrics(run, data, min(done, done_on_disk), problems, gen_tables)
     return problems, key
+
+
+def _plugin_entries(run: Path, data: Any, plugin_files: PluginFiles, notes: list[str] | None) -> set[str]:
+    """The entries of ``run`` that its model plugin may write: those it declares, or, where the
+    plugin is unknown, every entry the harness does not write (named in ``notes``)."""
+    try:
+        extra = sorted(p.name for p in run.iterdir() if p.name not in RUN_FILES and not _TMP.fullmatch(p.name))
+    except OSError:
+        return set()
+    if not extra:
+        return set()
+    spec = data.get("spec") if isinstance(data, dict) else None
+    plugin = spec.get("plugin") if isinstance(spec, dict) else None
+    declared = plugin_files.declared(plugin) if isinstance(plugin, str) else None
+    if declared is not None:
+        return declared
+    why = (f"model plugin {plugin!r} is not installed" if isinstance(plugin, str)
+           else "run.json does not name the model plugin")
+    if plugin_files.error:
+        why += f" (the plugins could not be loaded: {plugin_files.error})"
+    if notes is not None:
+        notes.append(f"{run}: {', '.join(extra)}: {why}, so the entries it writes are unknown")
+    return set(extra)
 
 
 def _unexpected(folder: Path, allowed: set[str], what: str) -> list[str]:
@@ -310,11 +275,7 @@ def _check_gen_metrics(path: Path, k: int, problems: list[str]):
         problems.append(f"{path}: unreadable metrics ({_why(exc)})")
         return None
     before = len(problems)
-    for f in R.GEN_METRICS_SCHEMA:
-        if f.name not in table.column_names:
-            problems.append(f"{path}: missing column {f.name}")
-        elif table.schema.field(f.name).type != f.type:
-            problems.append(f"{path}: column {f.name} has type {table.schema.field(f.name).type}, expected {f.type}")
+    problems += [f"{path}: {p}" for p in RF.check_metrics_schema(table.schema, R.GEN_METRICS_SCHEMA)]
     if "generation" in table.column_names and set(table.column("generation").to_pylist()) - {k}:
         problems.append(f"{path}: rows of other generations than {k}")
     return table.select(R.GEN_METRICS_SCHEMA.names) if len(problems) == before else None
@@ -335,7 +296,7 @@ def _check_metrics(run: Path, data: dict[str, Any], done: int, problems: list[st
     except Exception as exc:  # not Parquet
         problems.append(f"{path}: unreadable metrics ({_why(exc)})")
         return
-    found = R.validate_metrics(table, str(path))
+    found = RF.validate_metrics(table, str(path))
     if found:
         problems.extend(found)
         return

@@ -166,11 +166,12 @@ def main() -> None:
     import sklearn.mixture  # noqa: F401  (import time belongs to neither loop)
 
     import bench.api as cb
+    from bench.components import RealRequest
     from collapse_bench_plugins import gmm
 
     params = cb.specs("gmm", "paper", seeds=0)[0].params
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
-    data = {s: gmm.load_real(params, s).train.data for s in seeds}
+    data = {s: gmm.load_real(RealRequest(params, s)).train.data for s in seeds}
     print(f"paper preset: one N(0, I) blob, n={params['n_samples']}, {args.generations} refits after "
           f"the first, {len(seeds)} seeds", flush=True)
     report: dict = {"seeds": seeds, "generations": args.generations}

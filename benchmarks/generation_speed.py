@@ -81,7 +81,7 @@ def main() -> None:
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
-    from bench.components import Samples
+    from bench.components import GenerateRequest, Samples
     from collapse_bench_plugins import hf_model
 
     hf_logging.disable_progress_bar()
@@ -110,9 +110,10 @@ def main() -> None:
             for batch in args.gen_batch_size:
                 p = {**params, "gen_batch_size": batch}
                 prompts = Samples("tokens", blocks)
-                hf_model.generate(state, 2, prompts, p, np.random.default_rng(1))  # untimed
+                hf_model.generate(GenerateRequest(state, 2, prompts, p, np.random.default_rng(1), 0))  # untimed
                 t = time.perf_counter()
-                ours = hf_model.generate(state, len(blocks), prompts, p, np.random.default_rng(1))
+                request = GenerateRequest(state, len(blocks), prompts, p, np.random.default_rng(1), 0)
+                ours = hf_model.generate(request)
                 ours_s = time.perf_counter() - t
                 same = np.array_equal(ours.data, baseline)
                 rows = int((ours.data != baseline).any(axis=1).sum())

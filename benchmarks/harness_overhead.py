@@ -22,19 +22,19 @@ import numpy as np
 
 def bare_loop(generations: int, seed: int) -> tuple[float, dict]:
     import bench.api as cb
-    from bench.components import FitRequest
+    from bench.components import FitRequest, GenerateRequest, RealRequest
     from bench.loop import GENERATE, TRAIN, rng
     from collapse_bench_plugins import gmm
 
     spec = cb.specs("gmm", "paper", seeds=seed)[0]
     params = spec.params
-    data = gmm.load_real(params, seed).train
+    data = gmm.load_real(RealRequest(params, seed)).train
     t = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for k in range(generations + 1):
             state = gmm.fit(FitRequest(data, None, "pretrained", None, params, rng(seed, k, TRAIN), k))
-            data = gmm.generate(state, 1000, None, params, rng(seed, k, GENERATE))
+            data = gmm.generate(GenerateRequest(state, 1000, None, params, rng(seed, k, GENERATE), k))
     return time.perf_counter() - t, state
 
 

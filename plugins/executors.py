@@ -388,3 +388,21 @@ def bench_register_executors(register):
         name="slurm", run=run_slurm, options=dict(SLURM_OPTIONS), check=check_slurm,
         description="Slurm job arrays through submitit; pre-empted jobs are requeued and resume",
     ))
+
+
+@bench.hookimpl
+def bench_cli_options(command, register):
+    from bench.options import CliOption
+
+    if command != "sweep":
+        return
+    register(CliOption("--scheduler", metavar="ADDRESS", executor="dask", executor_option="scheduler",
+                       help="dask: a running scheduler (default: a LocalCluster on 127.0.0.1)."))
+    register(CliOption("--slurm-partition", executor="slurm", executor_option="partition",
+                       help="slurm: the partition."))
+    register(CliOption("--slurm-time", executor="slurm", executor_option="time",
+                       help="slurm: time limit per job: minutes, H:MM:SS or D-HH:MM:SS (default 240 minutes)."))
+    register(CliOption("--slurm-array-parallelism", type=int, executor="slurm",
+                       executor_option="array_parallelism", help="slurm: array tasks running at once."))
+    register(CliOption("--slurm-folder", executor="slurm", executor_option="folder",
+                       help="slurm: folder for submitit's job files and logs (default OUT/.submitit)."))

@@ -26,6 +26,7 @@ import numpy as np
 
 import bench
 from bench.components import Params, State
+from bench.stats import frechet_gaussians, psd_sqrt
 
 __version__ = "1"
 
@@ -160,28 +161,11 @@ def _fingerprint(tag: str, *arrays: np.ndarray) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
-def psd_sqrt(matrix: np.ndarray) -> np.ndarray:
-    """Symmetric square root of a symmetric positive semi-definite matrix (eigenvalues below 0,
-    rounding noise, are set to 0), so that singular covariances of a collapsed chain still work."""
-    sym = 0.5 * (matrix + matrix.T)
-    w, v = np.linalg.eigh(sym)
-    return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
-
-
 def w2sq_gaussians(m1: np.ndarray, s1: np.ndarray, m2: np.ndarray, s2: np.ndarray) -> float:
     """Squared 2-Wasserstein distance between N(m1, s1) and N(m2, s2):
-    ||m1 - m2||^2 + tr(s1 + s2 - 2 (s2^1/2 s1 s2^1/2)^1/2).
-
-    The trace of the matrix square root is the sum of the square roots of the eigenvalues of the
-    (symmetric PSD) inner matrix; the result is clamped at 0 against rounding."""
-    m1, m2 = np.atleast_1d(np.asarray(m1, float)), np.atleast_1d(np.asarray(m2, float))
-    s1, s2 = np.atleast_2d(np.asarray(s1, float)), np.atleast_2d(np.asarray(s2, float))
-    root2 = psd_sqrt(s2)
-    inner = root2 @ s1 @ root2
-    eig = np.linalg.eigvalsh(0.5 * (inner + inner.T))
-    cross = float(np.sqrt(np.clip(eig, 0.0, None)).sum())
-    value = float(np.sum((m1 - m2) ** 2)) + float(np.trace(s1) + np.trace(s2)) - 2.0 * cross
-    return max(value, 0.0)
+    ||m1 - m2||^2 + tr(s1 + s2 - 2 (s2^1/2 s1 s2^1/2)^1/2), by :func:`bench.stats.frechet_gaussians`
+    with s2 (the true covariance, never singular) as the one square-rooted."""
+    return frechet_gaussians(m2, s2, m1, s1)
 
 
 def gaussian_logpdf(x: np.ndarray, mean: np.ndarray, cov: np.ndarray) -> np.ndarray:
@@ -220,9 +204,10 @@ def _draw_gaussian(n: int, dim: int, mean: float, std: float, rng: np.random.Gen
     return mean + std * rng.standard_normal((n, dim))
 
 
-def load_gaussian(params: Params, seed: int) -> bench.RealData:
+def load_gaussian(request: bench.RealRequest) -> bench.RealData:
     """Real data of the ``gaussian`` bundle: train = n_samples draws, test = n_test draws from
     N(mean * 1, std^2 I); no validation split; the true density is known."""
+    params, seed = request.params, request.seed
     dim, n_samples, _, mean, std, n_test = _gaussian_params(params)
     rng = np.random.default_rng([int(seed), _GAUSSIAN_SALT])
     train = _draw_gaussian(n_samples, dim, mean, std, rng)
@@ -264,10 +249,11 @@ def fit_gaussian(request: bench.FitRequest) -> State:
     return {"mean": mean, "cov": 0.5 * (cov + cov.T)}
 
 
-def sample_gaussian(state: State, n: int, prompts: Any, params: Params, rng: np.random.Generator) -> bench.Samples:
+def sample_gaussian(request: bench.GenerateRequest) -> bench.Samples:
     """``n`` draws from N(state['mean'], T state['cov']) at temperature T = ``params['temperature']``
     (default 1: the fitted Gaussian itself); symmetric square root, so a singular covariance is
     fine; the prompts are ignored."""
+    state, n, params, rng = request.state, request.n, request.params, request.rng
     t = temperature_of(params, "gaussian-sample")
     mean = np.asarray(state["mean"], dtype=np.float64)
     root = psd_sqrt(np.asarray(state["cov"], dtype=np.float64))
@@ -277,8 +263,9 @@ def sample_gaussian(state: State, n: int, prompts: Any, params: Params, rng: np.
     return bench.Samples("vectors", mean + z @ root)
 
 
-def score_gaussian(state: State, samples: bench.Samples, params: Params) -> bench.Scores:
+def score_gaussian(request: bench.ScoreRequest) -> bench.Scores:
     """Log density in nats of each sample under the fitted Gaussian; d units per sample."""
+    state, samples = request.state, request.samples
     loglik = gaussian_logpdf(samples.data, state["mean"], state["cov"])
     dim = int(np.asarray(state["mean"]).shape[0])
     return bench.Scores(loglik=loglik, units=np.full(loglik.shape[0], dim, dtype=np.int64))
@@ -325,8 +312,9 @@ def _as_states(data: np.ndarray, n_states: int, who: str) -> np.ndarray:
     return x.astype(np.int64, copy=False)
 
 
-def load_categorical(params: Params, seed: int) -> bench.RealData:
+def load_categorical(request: bench.RealRequest) -> bench.RealData:
     """Real data of the ``categorical`` bundle: n_samples and n_test draws from the Zipf truth q."""
+    params, seed = request.params, request.seed
     n_states, n_samples, zipf, n_test = _categorical_params(params)
     q = zipf_probs(n_states, zipf)
     rng = np.random.default_rng([int(seed), _CATEGORICAL_SALT])
@@ -395,16 +383,18 @@ def decoded_probs(probs: np.ndarray, temperature: float = 1.0, top_k: int = 0, t
     return p
 
 
-def sample_categorical(state: State, n: int, prompts: Any, params: Params, rng: np.random.Generator) -> bench.Samples:
+def sample_categorical(request: bench.GenerateRequest) -> bench.Samples:
     """``n`` independent draws from the fitted probabilities after the decoding options
     (``temperature``, ``top_k``, ``top_p``; see :func:`decoded_probs`); the prompts are ignored."""
+    state, n, params, rng = request.state, request.n, request.params, request.rng
     temperature, top_k, top_p = categorical_decoding(params, "categorical-sample")
     probs = decoded_probs(np.asarray(state["probs"], dtype=np.float64), temperature, top_k, top_p)
     return bench.Samples("categorical", rng.choice(probs.shape[0], size=int(n), p=probs).astype(np.int64))
 
 
-def score_categorical(state: State, samples: bench.Samples, params: Params) -> bench.Scores:
+def score_categorical(request: bench.ScoreRequest) -> bench.Scores:
     """log p(x) in nats (-inf for a state the model gives probability 0); one unit per sample."""
+    state, samples = request.state, request.samples
     probs = np.asarray(state["probs"], dtype=np.float64)
     x = _as_states(samples.data, probs.shape[0], "categorical-loglik")
     with np.errstate(divide="ignore"):

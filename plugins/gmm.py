@@ -192,8 +192,9 @@ def check(params) -> list[str]:
     return []
 
 
-def load_real(params, seed: int) -> RealData:
+def load_real(request: bench.RealRequest) -> RealData:
     """Train (n_samples), test and validation (n_test each) drawn from the true density."""
+    params, seed = request.params, request.seed
     _check_params(params)
     truth = true_mixture(params["data"])
     rng = np.random.default_rng([int(seed), _SEED_TAG])
@@ -284,10 +285,11 @@ def temperature_of(params) -> float:
     return checked(params, "gmm-sample")
 
 
-def generate(state, n: int, prompts, params, rng: np.random.Generator) -> Samples:
+def generate(request: bench.GenerateRequest) -> Samples:
     """n samples from the mixture at temperature T = ``params['temperature']`` (default 1): every
     component's covariance scaled by T, the weights and means unchanged (unconditional: prompts
     are ignored)."""
+    state, n, params, rng = request.state, request.n, request.params, request.rng
     t = temperature_of(params)
     if t != 1.0:  # T = 1 leaves the draws exactly as they were before the option existed
         w, m, s = _parts(state)
@@ -295,8 +297,9 @@ def generate(state, n: int, prompts, params, rng: np.random.Generator) -> Sample
     return Samples("vectors", sample_mixture(state, n, rng))
 
 
-def score(state, samples: Samples, params) -> Scores:
+def score(request: bench.ScoreRequest) -> Scores:
     """Per-sample log mixture density in nats; one unit per dimension."""
+    state, samples = request.state, request.samples
     loglik = mixture_logpdf(state, samples.data)
     units = np.full(loglik.shape[0], samples.data.shape[1], dtype=np.int64)
     return Scores(loglik=loglik, units=units)

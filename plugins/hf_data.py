@@ -28,7 +28,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from bench.components import RealData, Samples
+from bench.components import RealData, RealRequest, Samples
 from bench.errors import BenchError
 
 TOY_MODEL = "toy-opt"          # the OPT architecture at toy size, built from the toy_* params
@@ -222,12 +222,13 @@ class _Blocks:
     dataset_config: str | None
 
 
-def load_real(params: Mapping[str, Any], seed: int) -> RealData:
+def load_real(request: RealRequest) -> RealData:
     """The real data of a run: token blocks of every split, with fingerprint and provenance.
 
     The data does not depend on ``seed``: every seed of a spec sees the same blocks. For the
     synthetic source ``true_loglik`` is the source's exact block log-likelihood.
     """
+    params = request.params
     p = {**DATA_PARAMS, **params}
     block_size, max_blocks, fraction = _checked(p)
     tokenizer = get_tokenizer(p)
@@ -263,7 +264,8 @@ def load_real(params: Mapping[str, Any], seed: int) -> RealData:
         "n_blocks": {s: len(samples[s]) for s in SPLITS},
     }
     return RealData(train=samples["train"], validation=samples["validation"], test=samples["test"],
-                    true_loglik=true_loglik, fingerprint=data.fingerprint, provenance=provenance)
+                    true_loglik=true_loglik, fingerprint=data.fingerprint, provenance=provenance,
+                    source=data.fingerprint)  # the same for every seed, so the track is unchanged
 
 
 @functools.lru_cache(maxsize=4)

@@ -219,3 +219,19 @@ def bench_register_mitigations(register):
         description="train on the real data with M_k's confident tokens resampled from M_k "
                     "(token-level editing, semi-synthetic data)",
     ))
+
+
+@bench.hookimpl
+def bench_cli_options(command, register):
+    from bench.options import CliOption
+
+    if command != "run":
+        return
+    register(CliOption("--model", param="model",
+                       help="Model for language-model plugins: a hub id or a local folder (same as --set model=...)."))
+    register(CliOption("--dataset", param="dataset",
+                       help="Dataset for language-model plugins: a hub id or local files (same as --set dataset=...)."))
+    register(CliOption("--device", param="device",
+                       help="Device for torch plugins: auto, cpu, cuda, cuda:1, mps (same as --set device=...)."))
+    register(CliOption("--dtype", param="dtype",
+                       help="Precision for torch plugins: auto, fp32, bf16, fp16 (same as --set dtype=...)."))

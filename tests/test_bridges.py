@@ -177,22 +177,82 @@ def test_evaluate_metric_rows_equal_independent_values(tmp_path):
     assert versions["toy-lengths/n"] != versions["toy-stats/mean_words"]
 
 
-def test_language_model_references_are_the_next_real_blocks(bench_plugins):
-    """For the LM bundles (no text column on real data) the references are real blocks 1..n-1 decoded
-    with the run's tokenizer; checked against the synthetic source's own decoder."""
-    from bench.bridges import text_inputs
-    from collapse_bench_plugins import hf_data, lm_source
+REF_STATS = '''
+import datasets
+import evaluate
 
-    (spec,) = cb.specs("opt125m", "smoke", set={"max_blocks": 6}, bench=bench_plugins)
-    real = hf_data.load_real(spec.params, 0)
-    generated = bench.Samples("tokens", real.train.data[::-1].copy(), {"text": [f"g{i}" for i in range(6)]})
-    ctx = bench.MetricContext(generation=0, bundle=None, params=spec.params, real=real, state={},
+
+class RefStats(evaluate.Metric):
+    def _info(self):
+        return evaluate.MetricInfo(
+            description="what the references are, in order", citation="", inputs_description="",
+            features=datasets.Features({"predictions": datasets.Value("string"),
+                                        "references": datasets.Value("string")}))
+
+    def _compute(self, predictions, references):
+        return {"n": len(references),
+                "weighted_chars": sum((i + 1) * len(r) for i, r in enumerate(references)),
+                "first_words": sum((i + 1) * len(r.split()[0]) for i, r in enumerate(references))}
+'''
+
+
+class LmReferences:
+    """A metric of the language-model track that reports its references, registered as a user's plugin would."""
+
+    __name__ = "lm-references"
+
+    def __init__(self, script):
+        self.script = script
+
+    @bench.hookimpl
+    def bench_register_metrics(self, register):
+        register(evaluate_metric(self.script, name="lm-refs", direction="higher"))
+
+
+def _ref_stats(references):
+    return {"lm-refs/n": float(len(references)),
+            "lm-refs/weighted_chars": float(sum((i + 1) * len(r) for i, r in enumerate(references))),
+            "lm-refs/first_words": float(sum((i + 1) * len(r.split()[0]) for i, r in enumerate(references)))}
+
+
+def test_language_model_references_are_the_next_real_blocks(tmp_path):
+    """For the LM bundles (no text column on real data) the references are real blocks 1..n-1, read
+    from the generated samples' ``prompt`` column (sample i continues real block i); checked on a
+    real run against the synthetic source's own decoder of the real blocks."""
+    from collapse_bench_plugins import lm_source
+
+    script = tmp_path / "ref_stats.py"
+    script.write_text(REF_STATS)
+    b = Bench(extra_plugins=[LmReferences(script)])
+    (outcome,) = cb.run("opt125m", "smoke", generations=0, set={"max_blocks": 6, "epochs": 1},
+                        metrics=["lm-refs"], out=tmp_path / "res", bench=b)
+    assert outcome.status == "complete"
+    got = {r.metric: r.value for r in cb.metrics(outcome).itertuples() if r.metric.startswith("lm-refs/")}
+
+    corpus = lm_source.synthetic_corpus(outcome.spec.params)
+    blocks = b.models.get("opt125m").load_real(bench.RealRequest(outcome.spec.params, 0)).train.data
+    assert len(blocks) == 6
+    expected = _ref_stats([corpus.decode_words(block) for block in blocks[1:]])
+    assert _ref_stats([corpus.decode_words(block) for block in blocks[:-1]]) != expected  # off by one shows
+    assert got == expected
+
+
+def test_references_without_text_or_prompts_is_a_message():
+    from bench.bridges import text_inputs
+
+    real = bench.RealData(train=bench.Samples("tokens", np.zeros((3, 2), dtype=np.int64)),
+                          test=bench.Samples("tokens", np.zeros((1, 2), dtype=np.int64)))
+    generated = bench.Samples("tokens", np.ones((3, 2), dtype=np.int64), {"text": ["a", "b", "c"]})
+    ctx = bench.MetricContext(generation=0, bundle=None, params={}, real=real, state={},
                               reference_state={}, samples=generated, score=None, rng=None)
-    kwargs = text_inputs(ctx)
-    corpus = lm_source.synthetic_corpus(spec.params)
-    assert kwargs["predictions"] == [f"g{i}" for i in range(5)]
-    assert kwargs["references"] == [corpus.decode_words(block) for block in real.train.data[1:]]
-    assert text_inputs(ctx, ("predictions",)) == {"predictions": [f"g{i}" for i in range(6)]}
+    with pytest.raises(BenchError, match="no 'prompt' column"):
+        text_inputs(ctx)
+    prompted = bench.Samples("tokens", np.ones((5, 2), dtype=np.int64),
+                             {"text": list("vwxyz"), "prompt": ["p0", "p1", "p2", "p0", "p1"]})
+    ctx = bench.MetricContext(generation=0, bundle=None, params={}, real=real, state={},
+                              reference_state={}, samples=prompted, score=None, rng=None)
+    # five samples continue real blocks 0, 1, 2, 0, 1: only blocks 1 and 2 are references
+    assert text_inputs(ctx) == {"predictions": ["v", "w"], "references": ["p1", "p2"]}
 
 
 def test_version_follows_the_module_source(tmp_path):

@@ -1,6 +1,7 @@
 """The conformance kit passes conforming plugins and catches each breach of the plugin contract
 with a message that says what is wrong."""
 
+import dataclasses
 import math
 import re
 import types
@@ -10,7 +11,9 @@ import numpy as np
 import pytest
 
 import bench
-from bench.conformance import CHECKS, CONTRACT, ConformanceNote, PluginContract, check_plugin
+import bench.conformance
+from bench.conformance import (CHECKS, CONTRACT, POLICY_CHECKS, ConformanceNote, PluginContract, PolicyContract,
+                               check_plugin, check_policy)
 from bench.errors import BenchError
 from tests import toy_plugins
 
@@ -30,11 +33,27 @@ def message(findings, check):
 # --------------------------------------------------------------------------------------------------
 
 
-def _load_categorical(params, seed):
-    rng = np.random.default_rng([seed, 11])
+def _load_real(req):
+    rng = np.random.default_rng([req.seed, 7])
+    return bench.RealData(train=bench.Samples("vectors", rng.normal(size=(req.params["n"], 1))),
+                          test=bench.Samples("vectors", rng.normal(size=(50, 1))), source=f"toy:n={req.params['n']}")
+
+
+def _generate(req):
+    return bench.Samples("vectors", req.state["mean"] + req.state["std"] * req.rng.normal(size=(req.n, 1)))
+
+
+def _score(req):
+    z = (req.samples.data - req.state["mean"]) / req.state["std"]
+    loglik = (-0.5 * z**2 - np.log(req.state["std"]) - 0.5 * np.log(2 * np.pi)).sum(axis=1)
+    return bench.Scores(loglik, np.ones(len(req.samples)))
+
+
+def _load_categorical(req):
+    rng = np.random.default_rng([req.seed, 11])
     probs = np.array([0.4, 0.3, 0.2, 0.1])
-    return bench.RealData(train=bench.Samples("categorical", rng.choice(4, size=params["n"], p=probs)),
-                          test=bench.Samples("categorical", rng.choice(4, size=200, p=probs)))
+    return bench.RealData(train=bench.Samples("categorical", rng.choice(4, size=req.params["n"], p=probs)),
+                          test=bench.Samples("categorical", rng.choice(4, size=200, p=probs)), source="toy-cat")
 
 
 def _fit_categorical(req):
@@ -42,13 +61,13 @@ def _fit_categorical(req):
     return {"probs": counts / counts.sum()}
 
 
-def _generate_categorical(state, n, prompts, params, rng):
-    return bench.Samples("categorical", rng.choice(len(state["probs"]), size=n, p=state["probs"]))
+def _generate_categorical(req):
+    return bench.Samples("categorical", req.rng.choice(len(req.state["probs"]), size=req.n, p=req.state["probs"]))
 
 
-def _score_categorical(state, samples, params):
+def _score_categorical(req):
     with np.errstate(divide="ignore"):
-        return bench.Scores(np.log(state["probs"])[samples.data], np.ones(len(samples)))
+        return bench.Scores(np.log(req.state["probs"])[req.samples.data], np.ones(len(req.samples)))
 
 
 def _support(ctx):
@@ -62,9 +81,9 @@ class Variant:
 
     def __init__(self, kind="vectors", fit=None, generate=None, score=None, metric=None, **bundle):
         if kind == "vectors":
-            parts = dict(name="toy", load_real=toy_plugins._load_real, params={"n": 40, "fail_at": -1},
+            parts = dict(name="toy", load_real=_load_real, params={"n": 40, "fail_at": -1},
                          metrics=("toy-train-size",))
-            self.parts = (fit or toy_plugins._fit, generate or toy_plugins._generate, score or toy_plugins._score)
+            self.parts = (fit or toy_plugins._fit, generate or _generate, score or _score)
             self.metric = metric or bench.Metric("toy-train-size", toy_plugins._train_size, direction="higher")
         else:
             parts = dict(name="toy-cat", load_real=_load_categorical, params={"n": 40, "n_states": 4},
@@ -151,26 +170,26 @@ class TestGaussianContract(PluginContract):
 
 
 def test_a_generator_returning_the_wrong_number_of_samples_fails_the_sample_check():
-    def generate(state, n, prompts, params, rng):
-        return toy_plugins._generate(state, n - 1, prompts, params, rng)
+    def generate(req):
+        return _generate(dataclasses.replace(req, n=req.n - 1))
 
     findings = check(Variant(generate=generate))
     text = message(findings, "samples")
     assert "asked for n = 40" in text and "returned 39" in text
     assert CONTRACT["generate"] in text
     # the harness itself refuses such samples, so the checks that need a run say why they could not
-    assert failed(findings) == {"samples", "determinism", "metric-directions", "resume", "state"}
+    assert failed(findings) == {"samples", "determinism", "metric-directions", "resume", "state", "warm-start"}
     assert "returned 39 samples at generation 0; the harness asked for bench.Samples of n = 40" in text
     assert all("not checked: the run" in message(findings, c) for c in ("determinism", "resume", "state"))
 
 
 def test_randomness_outside_the_given_rng_fails_the_determinism_check():
-    def generate(state, n, prompts, params, rng):
-        return bench.Samples("vectors", state["mean"] + state["std"] * np.random.normal(size=(n, 1)))
+    def generate(req):
+        return bench.Samples("vectors", req.state["mean"] + req.state["std"] * np.random.normal(size=(req.n, 1)))
 
     findings = check(Variant(generate=generate))
-    # The resumed run differs from the uninterrupted one for the same reason.
-    assert failed(findings) == {"determinism", "resume"}
+    # The resumed runs (cold and warm-started) differ from the uninterrupted ones for the same reason.
+    assert failed(findings) == {"determinism", "resume", "warm-start"}
     text = message(findings, "determinism")
     assert "in different folders differ: generation 0: samples differ" in text
     assert "does not reproduce the run's generation-0 samples" in text
@@ -178,8 +197,8 @@ def test_randomness_outside_the_given_rng_fails_the_determinism_check():
 
 
 def test_a_generator_with_a_fixed_seed_gets_a_note():
-    def generate(state, n, prompts, params, rng):
-        return toy_plugins._generate(state, n, prompts, params, np.random.default_rng(0))
+    def generate(req):
+        return _generate(dataclasses.replace(req, rng=np.random.default_rng(0)))
 
     findings = check(Variant(generate=generate), checks=["determinism"])
     assert failed(findings) == set()
@@ -187,23 +206,23 @@ def test_a_generator_with_a_fixed_seed_gets_a_note():
     assert len(notes) == 1 and "same samples for two different rngs" in notes[0]
 
 
-def _bits(state, samples, params):
-    scores = toy_plugins._score(state, samples, params)
+def _bits(req):
+    scores = _score(req)
     return bench.Scores(scores.loglik / math.log(2), scores.units)
 
 
-def _categorical_bits(state, samples, params):
-    scores = _score_categorical(state, samples, params)
+def _categorical_bits(req):
+    scores = _score_categorical(req)
     return bench.Scores(scores.loglik / math.log(2), scores.units)
 
 
-def _categorical_nll(state, samples, params):
-    scores = _score_categorical(state, samples, params)
+def _categorical_nll(req):
+    scores = _score_categorical(req)
     return bench.Scores(-scores.loglik, scores.units)
 
 
-def _two_units(state, samples, params):
-    return bench.Scores(toy_plugins._score(state, samples, params).loglik, np.full(len(samples), 2.0))
+def _two_units(req):
+    return bench.Scores(_score(req).loglik, np.full(len(req.samples), 2.0))
 
 
 @pytest.mark.parametrize("kind, score, expected", [
@@ -263,7 +282,7 @@ def _fit_counting(req):
 
 def test_a_trainer_that_keeps_a_counter_in_memory_fails_the_resume_check():
     findings = check(Variant(fit=_fit_counting))
-    assert failed(findings) == {"resume"}
+    assert failed(findings) == {"resume", "warm-start"}
     text = message(findings, "resume")
     assert "generation 2: samples differ" in text
     assert "keep no counters or caches in module globals" in text
@@ -318,8 +337,12 @@ def test_the_contract_class_shares_five_runs_and_fails_the_right_method():
             BadDirection().test_bundle_is_complete()
         root = BadDirection.conformance().root
         assert BadDirection.conformance() is BadDirection.conformance()
-        # One run, its repeat, a resumed run (two calls in one folder) and one generation of seed 1.
-        assert sorted(p.name for p in root.iterdir()) == ["main", "other-seed", "repeat", "resumed"]
+        # One run, its repeat, a resumed run (two calls in one folder) and one generation of seed 1;
+        # then for each warm start a run, a resumed run and one generation of seed 1.
+        assert sorted(p.name for p in root.iterdir()) == ["main", "other-seed", "repeat", "resumed", "start-gen0",
+                                                          "start-previous"]
+        for start in ("gen0", "previous"):
+            assert sorted(p.name for p in (root / f"start-{start}").iterdir()) == ["main", "other-seed", "resumed"]
         assert "_conformance" not in PluginContract.__dict__  # the cache belongs to the subclass
     finally:
         BadDirection.teardown_class()
@@ -345,12 +368,15 @@ def test_bad_arguments_are_reported_not_run():
 def test_the_docs_list_every_check_and_test_method():
     docs = (ROOT / "docs" / "conformance.md").read_text()
     rows = dict(re.findall(r"^\| `(test_\w+)` \| `([\w-]+)` \|$", docs, flags=re.M))
-    assert set(rows) == {name for name in dir(PluginContract) if name.startswith("test_")}
-    assert sorted(rows.values()) == sorted(CHECKS)
-    for name, check_name in rows.items():
-        assert f"### `{check_name}`" in docs
-        source = getattr(PluginContract, name).__code__.co_consts
-        assert check_name in source, f"{name} runs another check than the docs say"
+    for cls, checks in ((PluginContract, CHECKS), (PolicyContract, POLICY_CHECKS)):
+        methods = {name for name in dir(cls) if name.startswith("test_")}
+        assert methods <= set(rows), f"{cls.__name__}: {sorted(methods - set(rows))} are not in the docs"
+        assert sorted(rows[name] for name in methods) == sorted(checks)
+        for name in methods:
+            assert f"### `{rows[name]}`" in docs
+            source = getattr(cls, name).__code__.co_consts
+            assert rows[name] in source, f"{name} runs another check than the docs say"
+    assert len(rows) == len(CHECKS) + len(POLICY_CHECKS)
 
 
 def test_the_docs_shrinking_examples_resolve():
@@ -376,7 +402,7 @@ class BatchDrift:
     @bench.hookimpl
     def bench_register_models(self, register):
         register(bench.ModelBundle(
-            name="bdrift", kind="vectors", load_real=toy_plugins._load_real, trainer="bdrift-fit",
+            name="bdrift", kind="vectors", load_real=_load_real, trainer="bdrift-fit",
             generator="toy-sample", scorer="toy-loglik", metrics=("toy-train-size",),
             params={"n": 40, "fail_at": -1}, presets={"smoke": {"generations": 2}}))
 
@@ -427,8 +453,8 @@ class GaussianInBits:
 
     @bench.hookimpl
     def bench_register_scorers(self, register):
-        def score(state, samples, params):
-            s = self.loglik(state, samples, params)
+        def score(req):
+            s = self.loglik(req)
             return bench.Scores(s.loglik / math.log(2), s.units)
 
         register(bench.Scorer("gaussian-bits", score))
@@ -443,5 +469,237 @@ def test_2d_densities_are_integrated_so_bits_are_caught():
 
 
 def test_arguments_that_make_no_spec_raise_once():
-    with pytest.raises(BenchError, match=r"conformance check of 'gaussian': set=\{'nn': ...\} names no parameter"):
+    with pytest.raises(BenchError, match=r"conformance check of 'gaussian', set=\{'nn': 3\}: --set nn: 'gaussian' has "
+                                         r"no parameter 'nn'"):
         check_plugin("gaussian", set={"nn": 3})
+    with pytest.raises(BenchError, match=r"--set n_samples: n_samples must be int"):
+        check_plugin("gaussian", set={"n_samples": "many"})
+    with pytest.raises(BenchError, match=r"starts names 'scratch'; the warm starts are previous, gen0"):
+        check_plugin("gaussian", starts=("scratch",))
+    with pytest.raises(BenchError, match="name the policy to check"):
+        check_policy("")
+
+
+# --------------------------------------------------------------------------------------------------
+# Parameters: the kit takes what `bench run --set` takes
+# --------------------------------------------------------------------------------------------------
+
+
+class WithEpochs(Variant):
+    """The toy whose trainer brings a parameter of its own (not in the bundle's params)."""
+
+    @bench.hookimpl
+    def bench_register_trainers(self, register):
+        register(bench.Trainer("v-fit", self.parts[0], params={"epochs": 3}))
+
+
+def test_set_accepts_the_components_own_parameters():
+    variant = WithEpochs()
+    findings = check(variant, set={"epochs": 1}, checks=["bundle"])
+    assert failed(findings) == set(), [str(f) for f in findings]
+    kit = bench.conformance.Conformance("toy", set={"epochs": 1}, extra_plugins=[WithEpochs()])
+    try:
+        kit.validate()
+        assert kit.spec.params["epochs"] == 1
+        assert "--set epochs=1" in kit.command()
+    finally:
+        kit.close()
+    with pytest.raises(BenchError, match=r"--set epochs: epochs must be int like its default 3"):
+        check(WithEpochs(), set={"epochs": "two"}, checks=["bundle"])
+
+
+# --------------------------------------------------------------------------------------------------
+# Warm starts
+# --------------------------------------------------------------------------------------------------
+
+
+_VELOCITY = [0.0]
+
+
+def _fit_with_momentum_in_memory(req):
+    """Keeps a momentum between warm-started fits in a module global instead of in the state:
+    right within one process, wrong after a resume. Cold starts (init None) do not use it."""
+    state = toy_plugins._fit(req)
+    if req.init is None or req.generation == 0:
+        _VELOCITY[0] = 0.0
+        return state
+    _VELOCITY[0] = 0.5 * _VELOCITY[0] + 0.01
+    state["mean"] = state["mean"] + _VELOCITY[0]
+    return state
+
+
+def _fit_writing_into_init(req):
+    state = toy_plugins._fit(req)
+    if req.init is not None:
+        req.init["mean"] *= 0.5  # "continues" from init by updating it in place
+    return state
+
+
+def test_a_warm_start_that_keeps_momentum_in_memory_fails_only_the_warm_start_check():
+    findings = check(Variant(fit=_fit_with_momentum_in_memory))
+    assert failed(findings) == {"warm-start"}
+    text = message(findings, "warm-start")
+    assert "trainer 'v-fit' of 'toy' breaks the contract when warm-started" in text
+    for start in ("previous", "gen0"):
+        assert f"with `--start {start}`: running `bench run --plugin toy --preset smoke --seeds 0 --generations 1 " \
+               f"--start {start}`" in text
+    assert "generation 2: samples differ" in text
+    assert CONTRACT["randomness"] in text
+
+
+def test_a_trainer_writing_into_init_fails_the_warm_start_check():
+    findings = check(Variant(fit=_fit_writing_into_init), checks=["warm-start"])
+    text = message(findings, "warm-start")
+    assert "trainer 'v-fit'" in text
+    assert "with `--start previous`: fitting generation 1 changed the init state it was given (arrays 'mean')" in text
+
+
+def test_the_warm_starts_checked_can_be_chosen():
+    findings = check(Variant(fit=_fit_with_momentum_in_memory), checks=["warm-start"], starts=("gen0",))
+    text = message(findings, "warm-start")
+    assert "`--start gen0`" in text and "`--start previous`" not in text
+    (skipped,) = check(Variant(fit=_fit_with_momentum_in_memory), checks=["warm-start"], starts=())
+    assert skipped.ok and "not applicable" in skipped.message
+
+
+# --------------------------------------------------------------------------------------------------
+# Policies
+# --------------------------------------------------------------------------------------------------
+
+
+def _returns_an_array(ctx):
+    return ctx.synthetic[-1].data
+
+
+def _drops_a_dimension(ctx):
+    return bench.Samples("vectors", np.zeros((len(ctx.real.train), 0)))
+
+
+def _writes_into_the_samples(ctx):
+    latest = ctx.synthetic[-1]
+    latest.data[:] = 0.0
+    return latest
+
+
+def _uses_the_global_numpy_rng(ctx):
+    latest = ctx.synthetic[-1]
+    return latest.take(np.random.permutation(len(latest)))
+
+
+def _uses_an_unseeded_rng(ctx):
+    latest = ctx.synthetic[-1]
+    return latest.take(np.random.default_rng().permutation(len(latest)))
+
+
+_CALLS = [0]
+
+
+def _counts_its_calls(ctx):
+    """Shifts the samples by the number of calls so far, kept in a module global: a resumed run, in
+    a new process, counts from another number."""
+    _CALLS[0] += 1
+    latest = ctx.synthetic[-1]
+    return bench.Samples(latest.kind, latest.data + 0.01 * _CALLS[0])
+
+
+class Policies:
+    """Policies, one per way of breaking the contract, and one that keeps it ('half')."""
+
+    __name__ = "test-policies"
+
+    def __init__(self, **builds):
+        self.builds = builds
+
+    @bench.hookimpl
+    def bench_register_policies(self, register):
+        for name, build in self.builds.items():
+            register(bench.Policy(name, build))
+
+
+def _half(ctx):
+    n = len(ctx.real.train)
+    real = ctx.real.train.take(np.sort(ctx.rng.choice(n, size=n // 2, replace=False)))
+    return bench.Samples.concat([real, ctx.synthetic[-1].take(np.arange(n - n // 2))])
+
+
+def check_a_policy(build, **kw):
+    return check_policy("p", "toy", extra_plugins=[Variant(), Policies(p=build)], **kw)
+
+
+def test_a_conforming_policy_passes_on_a_toy_host():
+    findings = check_a_policy(_half)
+    assert [f.check for f in findings] == list(POLICY_CHECKS)
+    assert failed(findings) == set(), [str(f) for f in findings]
+    assert "policy 'p' (on 'toy') returns 40 vectors samples of shape (1,)" in findings[0].message
+
+
+@pytest.mark.parametrize("build, expected", [
+    (_returns_an_array, "policy 'p' (on 'toy'): build returned ndarray; return the training set D_{k+1} as "
+                        "bench.Samples"),
+    (_drops_a_dimension, "policy 'p' (on 'toy'): each sample has shape (0,), a real training sample (1,)"),
+    (_writes_into_the_samples, "policy 'p' (on 'toy'): build wrote into S_1; the harness keeps them"),
+])
+def test_a_policy_returning_the_wrong_samples_fails_the_policy_samples_check(build, expected):
+    findings = check_a_policy(build, checks=["policy-samples"])
+    assert expected in message(findings, "policy-samples")
+
+
+@pytest.mark.parametrize("build, expected", [
+    (_uses_the_global_numpy_rng, "build drew from NumPy's global random state (np.random.*)"),
+    (_uses_an_unseeded_rng, "two calls with ctx.rng seeded alike returned different samples"),
+])
+def test_a_policy_with_randomness_outside_ctx_rng_fails_the_rng_check(build, expected):
+    findings = check_a_policy(build, checks=["policy-rng"])
+    text = message(findings, "policy-rng")
+    assert text.startswith("policy 'p' (on 'toy'): ") and expected in text
+    assert CONTRACT["randomness"] in text
+
+
+def test_a_policy_with_a_counter_in_memory_fails_the_resume_check():
+    findings = check_a_policy(_counts_its_calls, checks=["policy-resume"])
+    text = message(findings, "policy-resume")
+    assert text.startswith("policy 'p' (on 'toy'): running `bench run --plugin toy --preset smoke --seeds 0 "
+                           "--generations 1 --policy p`, then `bench run --plugin toy --preset smoke --seeds 1 "
+                           "--generations 1 --policy p`")
+    assert "does not end as the uninterrupted run" in text and "keep nothing between calls in globals" in text
+
+
+def test_an_unknown_policy_is_reported_by_every_check():
+    findings = check_policy("no-such-policy", "toy", extra_plugins=[Variant()])
+    assert failed(findings) == set(POLICY_CHECKS)
+    assert "not checked: no policy named 'no-such-policy' is registered (known: " in message(findings, "policy-samples")
+
+
+def test_a_policy_that_selects_gets_candidates_and_a_verifier(bench_policy_conformance, request):
+    """The first-party best-of policy, on the first-party gaussian (its default host), through the fixture."""
+    findings = bench_policy_conformance("best-of:3,m0", set={"n_samples": 20, "n_test": 100})
+    assert [f.check for f in findings] == list(POLICY_CHECKS) and all(f.ok for f in findings)
+    assert "policy 'best-of' (on 'gaussian')" in findings[0].message
+    assert request.node.get_closest_marker("bench_conformance") is not None
+
+
+class TestMixPolicyContract(PolicyContract):
+    """The first-party mix policy honours the policy contract on the gaussian bundle."""
+
+    policy = "mix:0.2"
+    set = {"n_samples": 10, "n_test": 200}
+
+
+def test_the_policy_contract_class_fails_the_right_method():
+    class Leaky(PolicyContract):
+        policy = "p"
+        plugin = "toy"
+        extra_plugins = (Variant(), Policies(p=_uses_the_global_numpy_rng))
+
+    methods = [name for name in dir(PolicyContract) if name.startswith("test_")]
+    assert len(methods) == len(POLICY_CHECKS)
+    try:
+        Leaky().test_policy_returns_samples_of_the_kind()
+        with pytest.raises(pytest.fail.Exception, match=r"Leaky \(policy 'p' on 'toy', preset 'smoke'\) breaks the "
+                                                        r"plugin contract:\n\[policy-rng\] FAIL"):
+            Leaky().test_policy_uses_only_ctx_rng()
+        root = Leaky.conformance().root
+        assert Leaky.conformance() is Leaky.conformance() and "_conformance" not in PolicyContract.__dict__
+    finally:
+        Leaky.teardown_class()
+    assert not root.exists()

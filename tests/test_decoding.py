@@ -86,8 +86,8 @@ NEUTRAL = [
 def test_neutral_options_draw_exactly_what_the_generator_drew_before(new, old, state, neutral):
     for seed in range(3):
         expected = old(state, 257, np.random.default_rng(seed))
-        without = new(state, 257, None, {}, np.random.default_rng(seed)).data
-        with_neutral = new(state, 257, None, neutral, np.random.default_rng(seed)).data
+        without = new(bench.GenerateRequest(state, 257, None, {}, np.random.default_rng(seed), 0)).data
+        with_neutral = new(bench.GenerateRequest(state, 257, None, neutral, np.random.default_rng(seed), 0)).data
         np.testing.assert_array_equal(without, expected)
         np.testing.assert_array_equal(with_neutral, expected)
         assert with_neutral.dtype == expected.dtype
@@ -96,14 +96,14 @@ def test_neutral_options_draw_exactly_what_the_generator_drew_before(new, old, s
 def test_a_non_neutral_option_changes_the_draws():
     """The bit-identity above is not vacuous: the options reach the draws."""
     rng = np.random.default_rng
-    a = g.sample_gaussian(GAUSS_STATE, 50, None, {}, rng(0)).data
-    b = g.sample_gaussian(GAUSS_STATE, 50, None, {"temperature": 0.5}, rng(0)).data
+    a = g.sample_gaussian(bench.GenerateRequest(GAUSS_STATE, 50, None, {}, rng(0), 0)).data
+    b = g.sample_gaussian(bench.GenerateRequest(GAUSS_STATE, 50, None, {"temperature": 0.5}, rng(0), 0)).data
     # The same normals, scaled about the mean by sqrt(T).
     np.testing.assert_allclose(b - GAUSS_STATE["mean"], math.sqrt(0.5) * (a - GAUSS_STATE["mean"]), rtol=1e-12)
-    c = g.sample_categorical(CAT_STATE, 500, None, {"top_k": 1}, rng(0)).data
+    c = g.sample_categorical(bench.GenerateRequest(CAT_STATE, 500, None, {"top_k": 1}, rng(0), 0)).data
     assert set(np.unique(c)) == {1}
-    assert not np.array_equal(gmm.generate(GMM_STATE, 50, None, {"temperature": 2.0}, rng(0)).data,
-                              gmm.generate(GMM_STATE, 50, None, {}, rng(0)).data)
+    hot = gmm.generate(bench.GenerateRequest(GMM_STATE, 50, None, {"temperature": 2.0}, rng(0), 0)).data
+    assert not np.array_equal(hot, gmm.generate(bench.GenerateRequest(GMM_STATE, 50, None, {}, rng(0), 0)).data)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -125,7 +125,7 @@ def trace_after(lam: float, estimator: str, replicates: int, seed: int) -> np.nd
     for r in range(replicates):
         state = GAUSS_STATE
         for _ in range(T_GENERATIONS):
-            x = g.sample_gaussian(state, M_SAMPLES, None, gen_params, rng).data
+            x = g.sample_gaussian(bench.GenerateRequest(state, M_SAMPLES, None, gen_params, rng, 0)).data
             state = g.fit_gaussian(fit_request(x, fit_params))
         out[r] = np.trace(state["cov"])
     return out
@@ -151,8 +151,8 @@ def test_gaussian_temperature_scales_the_sample_covariance():
     """One step: draws at temperature T have covariance T Sigma (entrywise, batch means)."""
     rng = np.random.default_rng(11)
     t = 2.5
-    covs = np.stack([np.cov(g.sample_gaussian(GAUSS_STATE, 400, None, {"temperature": t}, rng).data.T)
-                     for _ in range(200)])
+    request = bench.GenerateRequest(GAUSS_STATE, 400, None, {"temperature": t}, rng, 0)
+    covs = np.stack([np.cov(g.sample_gaussian(request).data.T) for _ in range(200)])
     est, se = covs.mean(axis=0), covs.std(axis=0, ddof=1) / math.sqrt(len(covs))
     for i, j in [(0, 0), (0, 1), (1, 1)]:
         within(est[i, j], t * GAUSS_STATE["cov"][i, j], se[i, j], f"Cov[{i},{j}] at T={t}")
@@ -173,7 +173,7 @@ def test_gmm_temperature_scales_each_component_and_keeps_the_weights():
     rng = np.random.default_rng(5)
     share, cov_left, cov_right = [], [], []
     for _ in range(batches):
-        x = gmm.generate(state, n, None, {"temperature": t}, rng).data
+        x = gmm.generate(bench.GenerateRequest(state, n, None, {"temperature": t}, rng, 0)).data
         left = x[:, 0] < 0
         share.append(left.mean())
         cov_left.append(np.cov(x[left].T))
@@ -267,7 +267,7 @@ def test_options_compose_in_order_temperature_top_k_top_p():
 ], ids=["T0.5", "k3", "p0.85"])
 def test_categorical_draws_follow_the_decoded_distribution(params, expected):
     n = 200_000
-    x = g.sample_categorical(CAT_STATE, n, None, params, np.random.default_rng(17)).data
+    x = g.sample_categorical(bench.GenerateRequest(CAT_STATE, n, None, params, np.random.default_rng(17), 0)).data
     freq = np.bincount(x, minlength=len(P)) / n
     for i, q in enumerate(expected):
         if q == 0:
@@ -288,12 +288,12 @@ def test_categorical_draws_follow_the_decoded_distribution(params, expected):
 ])
 def test_out_of_range_options_are_clear_errors(params, message):
     with pytest.raises(ValueError, match=re.escape(message)):
-        g.sample_categorical(CAT_STATE, 5, None, params, np.random.default_rng(0))
+        g.sample_categorical(bench.GenerateRequest(CAT_STATE, 5, None, params, np.random.default_rng(0), 0))
     if "temperature" in params:
         with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
-            g.sample_gaussian(GAUSS_STATE, 5, None, params, np.random.default_rng(0))
+            g.sample_gaussian(bench.GenerateRequest(GAUSS_STATE, 5, None, params, np.random.default_rng(0), 0))
         with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
-            gmm.generate(GMM_STATE, 5, None, params, np.random.default_rng(0))
+            gmm.generate(bench.GenerateRequest(GMM_STATE, 5, None, params, np.random.default_rng(0), 0))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -61,7 +61,7 @@ def context(reg: Bench, model: str, params: dict, real, state, reference_state, 
     return MetricContext(
         generation=generation, bundle=bundle, params=params, real=real, state=state,
         reference_state=reference_state, samples=samples,
-        score=lambda st, s: scorer.score(st, s, params), rng=np.random.default_rng(0),
+        score=lambda st, s: scorer.score(bench.ScoreRequest(st, s, params)), rng=np.random.default_rng(0),
     )
 
 
@@ -78,12 +78,12 @@ def run_loop(reg: Bench, model: str, seed: int, preset: str | None = None, **ove
     generator = reg.generators.get(bundle.generator)
     metrics = [reg.metrics.get(name) for name in bundle.metrics]
     rng = np.random.default_rng(seed)
-    real = bundle.load_real(params, seed)
+    real = bundle.load_real(bench.RealRequest(params, seed))
     state = trainer.fit(bench.FitRequest(real.train, real.validation, "pretrained", None, params, rng, 0))
     reference = state
     rows, states = [], []
     for k in range(generations + 1):
-        samples = generator.generate(state, len(real.train), real.train, params, rng)
+        samples = generator.generate(bench.GenerateRequest(state, len(real.train), real.train, params, rng, 0))
         ctx = context(reg, model, params, real, state, reference, samples, generation=k)
         rows.append({m.name: m.compute(ctx) for m in metrics})
         states.append(state)
@@ -153,7 +153,7 @@ def test_presets_match_the_brief(reg):
 def test_bad_estimator_is_a_clear_value_error(reg, bad):
     params = merged(reg, "gaussian", estimator=bad)
     with pytest.raises(ValueError, match="estimator must be 'unbiased'.*'mle'"):
-        g.load_gaussian(params, 0)
+        g.load_gaussian(bench.RealRequest(params, 0))
     data = bench.Samples("vectors", np.zeros((5, 1)))
     with pytest.raises(ValueError, match="estimator"):
         g.fit_gaussian(bench.FitRequest(data, None, "pretrained", None, params, np.random.default_rng(0), 0))
@@ -161,14 +161,14 @@ def test_bad_estimator_is_a_clear_value_error(reg, bad):
 
 def test_other_bad_params(reg):
     with pytest.raises(ValueError, match="n_samples"):
-        g.load_gaussian(merged(reg, "gaussian", n_samples=1), 0)  # unbiased needs 2
-    g.load_gaussian(merged(reg, "gaussian", n_samples=1, estimator="mle"), 0)
+        g.load_gaussian(bench.RealRequest(merged(reg, "gaussian", n_samples=1), 0))  # unbiased needs 2
+    g.load_gaussian(bench.RealRequest(merged(reg, "gaussian", n_samples=1, estimator="mle"), 0))
     with pytest.raises(ValueError, match="std"):
-        g.load_gaussian(merged(reg, "gaussian", std=0.0), 0)
+        g.load_gaussian(bench.RealRequest(merged(reg, "gaussian", std=0.0), 0))
     with pytest.raises(ValueError, match="dim"):
-        g.load_gaussian(merged(reg, "gaussian", dim=0), 0)
+        g.load_gaussian(bench.RealRequest(merged(reg, "gaussian", dim=0), 0))
     with pytest.raises(ValueError, match="zipf"):
-        g.load_categorical(merged(reg, "categorical", zipf=-1.0), 0)
+        g.load_categorical(bench.RealRequest(merged(reg, "categorical", zipf=-1.0), 0))
     params = merged(reg, "categorical", n_states=3)
     with pytest.raises(ValueError, match="0..2"):
         g.fit_categorical(bench.FitRequest(bench.Samples("categorical", np.array([0, 3])), None, "pretrained",
@@ -177,11 +177,11 @@ def test_other_bad_params(reg):
 
 def test_real_data_shapes_and_kinds(reg):
     params = merged(reg, "gaussian", dim=3, n_samples=7, n_test=11)
-    real = g.load_gaussian(params, 4)
+    real = g.load_gaussian(bench.RealRequest(params, 4))
     assert real.train.kind == "vectors" and real.train.data.shape == (7, 3) and real.train.data.dtype == np.float64
     assert real.test.data.shape == (11, 3) and real.validation is None
     assert real.fresh(5, np.random.default_rng(0)).data.shape == (5, 3)
-    real = g.load_categorical(merged(reg, "categorical", n_states=6, n_samples=9, n_test=13), 4)
+    real = g.load_categorical(bench.RealRequest(merged(reg, "categorical", n_states=6, n_samples=9, n_test=13), 4))
     assert real.train.kind == "categorical" and real.train.data.shape == (9,) and real.train.data.dtype == np.int64
     assert real.test.data.shape == (13,) and real.validation is None
     assert real.fresh(5, np.random.default_rng(0)).data.dtype == np.int64
@@ -191,7 +191,7 @@ def test_real_data_shapes_and_kinds(reg):
 def test_a_seed_is_deterministic(reg, model):
     bundle = reg.models.get(model)
     params = merged(reg, model)
-    a, b, c = bundle.load_real(params, 3), bundle.load_real(params, 3), bundle.load_real(params, 4)
+    a, b, c = (bundle.load_real(bench.RealRequest(params, seed)) for seed in (3, 3, 4))
     assert np.array_equal(a.train.data, b.train.data) and np.array_equal(a.test.data, b.test.data)
     assert a.fingerprint == b.fingerprint != c.fingerprint
     assert not np.array_equal(a.train.data, c.train.data)
@@ -249,20 +249,20 @@ def test_gaussian_scorer_and_true_loglik_match_scipy(reg):
     a = rng.standard_normal((3, 3))
     state = {"mean": rng.standard_normal(3), "cov": a @ a.T + 0.5 * np.eye(3)}
     x = rng.standard_normal((8, 3))
-    scores = g.score_gaussian(state, bench.Samples("vectors", x), {})
+    scores = g.score_gaussian(bench.ScoreRequest(state, bench.Samples("vectors", x), {}))
     assert np.allclose(scores.loglik, stats.multivariate_normal(state["mean"], state["cov"]).logpdf(x), rtol=1e-10)
     assert np.array_equal(scores.units, np.full(8, 3))
-    real = g.load_gaussian(merged(reg, "gaussian", dim=2, mean=1.5, std=0.5), 0)
+    real = g.load_gaussian(bench.RealRequest(merged(reg, "gaussian", dim=2, mean=1.5, std=0.5), 0))
     expected = stats.norm(1.5, 0.5).logpdf(real.test.data).sum(axis=1)
     assert np.allclose(real.true_loglik(real.test), expected, rtol=1e-10)
     # a singular covariance has no density
     flat = {"mean": np.zeros(2), "cov": np.zeros((2, 2))}
-    assert np.all(g.score_gaussian(flat, bench.Samples("vectors", x[:, :2]), {}).loglik == -np.inf)
+    assert np.all(g.score_gaussian(bench.ScoreRequest(flat, bench.Samples("vectors", x[:, :2]), {})).loglik == -np.inf)
 
 
 def test_gaussian_metrics_hand_worked(reg):
     params = merged(reg, "gaussian", dim=2, mean=1.0, std=2.0)
-    real = g.load_gaussian(params, 0)
+    real = g.load_gaussian(bench.RealRequest(params, 0))
     state = {"mean": np.array([1.0, 4.0]), "cov": np.diag([1.0, 9.0])}
     ctx = context(reg, "gaussian", params, real, state, state, real.train)
     assert reg.metrics.get("gaussian-mean-sq").compute(ctx) == pytest.approx(9.0)
@@ -284,7 +284,7 @@ def test_gaussian_fit_is_the_sample_mean_and_covariance(reg):
 def test_gaussian_sampler_moments():
     """Draws from a fitted state have its mean and covariance (MC, per entry, K_SE standard errors)."""
     state = {"mean": np.array([1.0, -2.0]), "cov": np.array([[2.0, 0.8], [0.8, 1.0]])}
-    x = g.sample_gaussian(state, 40000, None, {}, np.random.default_rng(3)).data
+    x = g.sample_gaussian(bench.GenerateRequest(state, 40000, None, {}, np.random.default_rng(3), 0)).data
     for i in range(2):
         check_mc(x[:, i], state["mean"][i], f"mean {i}")
         for j in range(2):
@@ -298,17 +298,17 @@ def test_categorical_components_hand_worked(reg):
     data = bench.Samples("categorical", np.array([0, 0, 1, 3, 0], dtype=np.int64))
     state = g.fit_categorical(bench.FitRequest(data, None, "pretrained", None, params, np.random.default_rng(0), 0))
     assert np.allclose(state["probs"], [0.6, 0.2, 0.0, 0.2])
-    scores = g.score_categorical(state, bench.Samples("categorical", np.array([0, 2, 3])), params)
+    scores = g.score_categorical(bench.ScoreRequest(state, bench.Samples("categorical", np.array([0, 2, 3])), params))
     assert np.allclose(scores.loglik[[0, 2]], np.log([0.6, 0.2])) and scores.loglik[1] == -np.inf
     assert np.array_equal(scores.units, [1, 1, 1])
-    real = g.load_categorical(params, 0)
+    real = g.load_categorical(bench.RealRequest(params, 0))
     assert np.allclose(real.true_loglik(real.test), np.log(q)[real.test.data])
     ctx = context(reg, "categorical", params, real, state, state, data)
     assert reg.metrics.get("categorical-support").compute(ctx) == 3.0
     expected_tv = 0.5 * np.abs(np.array([0.6, 0.2, 0.0, 0.2]) - q).sum()
     assert reg.metrics.get("categorical-tv").compute(ctx) == pytest.approx(expected_tv)
     # the sampler never draws a state of probability 0, and draws the others at their frequencies
-    x = g.sample_categorical(state, 30000, None, params, np.random.default_rng(5)).data
+    x = g.sample_categorical(bench.GenerateRequest(state, 30000, None, params, np.random.default_rng(5), 0)).data
     assert not np.any(x == 2)
     for i in (0, 1, 3):
         check_mc(x == i, state["probs"][i], f"frequency of state {i}")
@@ -334,12 +334,12 @@ def run_chains(reg: Bench, estimator: str, dim: int, chains: int) -> dict[str, n
     var = np.empty((chains, N_FITS, dim))
     w2sq = np.empty((chains, N_FITS))
     for c in range(chains):
-        real = bundle.load_real(params, c)
+        real = bundle.load_real(bench.RealRequest(params, c))
         rng = np.random.default_rng([c, 99])
         data = real.train
         for n in range(N_FITS):
             state = trainer.fit(bench.FitRequest(data, None, "pretrained", None, params, rng, n))
-            data = generator.generate(state, M, real.train, params, rng)
+            data = generator.generate(bench.GenerateRequest(state, M, real.train, params, rng, 0))
             mu[c, n], var[c, n] = state["mean"], np.diag(state["cov"])
             w2sq[c, n] = w2.compute(context(reg, "gaussian", params, real, state, state, data, generation=n))
     return {"mu": mu, "var": var, "w2sq": w2sq}
@@ -437,7 +437,7 @@ def test_categorical_absorption_law(reg):
     q = g.zipf_probs(n_states, 1.0)
     absorbed_at = np.empty(chains, dtype=np.int64)
     for c in range(chains):
-        real = bundle.load_real(params, c)
+        real = bundle.load_real(bench.RealRequest(params, c))
         rng = np.random.default_rng([c, 7])
         data, support = real.train, n_states + 1
         for n in range(100_000):
@@ -447,7 +447,7 @@ def test_categorical_absorption_law(reg):
             support = size
             if size == 1:
                 break
-            data = generator.generate({"probs": probs}, m, real.train, params, rng)
+            data = generator.generate(bench.GenerateRequest({"probs": probs}, m, real.train, params, rng, 0))
         assert size == 1, "chain not absorbed"
         assert probs.max() == 1.0
         absorbed_at[c] = int(np.argmax(probs))
@@ -464,7 +464,7 @@ def test_categorical_state_vanishes_with_probability_one_minus_p_to_the_m(reg):
     rng = np.random.default_rng(11)
     lost = np.empty((trials, 3), dtype=bool)
     for t in range(trials):
-        data = g.sample_categorical({"probs": probs}, m, None, params, rng)
+        data = g.sample_categorical(bench.GenerateRequest({"probs": probs}, m, None, params, rng, 0))
         refit = g.fit_categorical(bench.FitRequest(data, None, "pretrained", None, params, rng, 1))["probs"]
         lost[t] = refit == 0
     for i in (0, 1):

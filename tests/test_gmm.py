@@ -187,7 +187,7 @@ def test_trainer_warm_start_from_init():
 
 def test_generator_moments_match_state_within_se():
     n = 40000
-    samples = gmm.generate(SEPARATED, n, None, {}, np.random.default_rng(5))
+    samples = gmm.generate(bench.GenerateRequest(SEPARATED, n, None, {}, np.random.default_rng(5), 0))
     assert samples.kind == "vectors" and samples.data.shape == (n, 2)
     x = samples.data
     mu, cov = gmm.mixture_moments(SEPARATED)
@@ -208,7 +208,7 @@ def test_generator_moments_match_state_within_se():
 def test_scorer_matches_scipy_mixture_logpdf(state):
     rng = np.random.default_rng(2)
     x = np.vstack([rng.normal(0, 2, size=(200, 2)), [[40.0, -40.0]]])  # one point far in the tail
-    scores = gmm.score(state, bench.Samples("vectors", x), {})
+    scores = gmm.score(bench.ScoreRequest(state, bench.Samples("vectors", x), {}))
     per_comp = np.stack([
         math.log(w) + stats.multivariate_normal(m, s).logpdf(x)
         for w, m, s in zip(state["weights"], state["means"], state["covariances"])
@@ -218,12 +218,12 @@ def test_scorer_matches_scipy_mixture_logpdf(state):
 
 
 def test_true_loglik_is_the_true_density():
-    real = gmm.load_real(_params(n_samples=30, n_test=40), seed=0)
+    real = gmm.load_real(bench.RealRequest(_params(n_samples=30, n_test=40), 0))
     np.testing.assert_allclose(
         real.true_loglik(real.test), stats.multivariate_normal(np.zeros(2), np.eye(2)).logpdf(real.test.data),
         rtol=1e-12,
     )
-    real2 = gmm.load_real(_params(n_samples=30, n_test=40, data="two-gaussians"), seed=0)
+    real2 = gmm.load_real(bench.RealRequest(_params(n_samples=30, n_test=40, data="two-gaussians"), 0))
     t = gmm.true_mixture("two-gaussians")
     expected = special.logsumexp(
         [math.log(w) + stats.multivariate_normal(m, s).logpdf(real2.test.data)
@@ -232,12 +232,12 @@ def test_true_loglik_is_the_true_density():
     assert (len(real.train), len(real.test), len(real.validation)) == (30, 40, 40)
     assert len(real.fresh(7, np.random.default_rng(0))) == 7
     with pytest.raises(ValueError, match="one-blob"):
-        gmm.load_real(_params(data="three-blobs"), seed=0)
+        gmm.load_real(bench.RealRequest(_params(data="three-blobs"), 0))
 
 
 def test_deterministic_for_a_seed():
     params = _params(n_samples=200, n_test=50)
-    a, b, c = (gmm.load_real(params, s) for s in (4, 4, 5))
+    a, b, c = (gmm.load_real(bench.RealRequest(params, s)) for s in (4, 4, 5))
     np.testing.assert_array_equal(a.train.data, b.train.data)
     assert a.fingerprint == b.fingerprint != c.fingerprint
     assert not np.array_equal(a.train.data, c.train.data)
@@ -245,7 +245,7 @@ def test_deterministic_for_a_seed():
     for _ in range(2):
         rng = np.random.default_rng(9)
         st = gmm.fit(_request(a.train.data, rng, params))
-        runs.append((st, gmm.generate(st, 200, None, params, rng).data))
+        runs.append((st, gmm.generate(bench.GenerateRequest(st, 200, None, params, rng, 0)).data))
     for key in runs[0][0]:
         np.testing.assert_array_equal(runs[0][0][key], runs[1][0][key])
     np.testing.assert_array_equal(runs[0][1], runs[1][1])
@@ -303,11 +303,11 @@ def test_recursive_chain_std_falls_and_l2_grows():
     params = _params(n_samples=30, n_test=10)
     log_ratios, l2_first, l2_final = [], [], []
     for seed in range(6):
-        real = gmm.load_real(params, seed)
+        real = gmm.load_real(bench.RealRequest(params, seed))
         rng = np.random.default_rng(seed)
         m0 = state = gmm.fit(_request(real.train.data, rng, params))
         for k in range(1, 41):
-            x = gmm.generate(state, 30, None, params, rng)
+            x = gmm.generate(bench.GenerateRequest(state, 30, None, params, rng, 0))
             state = gmm.fit(_request(x.data, rng, params, generation=k))
             if k == 1:
                 l2_first.append(gmm.l2_squared(state, m0))

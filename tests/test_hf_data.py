@@ -12,6 +12,7 @@ import math
 import numpy as np
 import pytest
 
+from bench.components import RealRequest
 from bench.errors import BenchError
 from collapse_bench_plugins import hf_data
 from collapse_bench_plugins.hf_data import DATA_PARAMS, load_real
@@ -79,7 +80,7 @@ def write_txt(path, texts):
 
 
 def load(tok_dir, dataset, **params):
-    return load_real({**DATA_PARAMS, "model": str(tok_dir), "dataset": str(dataset), "block_size": L, **params}, 0)
+    return load_real(RealRequest({**DATA_PARAMS, "model": str(tok_dir), "dataset": str(dataset), "block_size": L, **params}, 0))
 
 
 def assert_splits(real, expected):
@@ -193,7 +194,7 @@ def test_max_blocks_keeps_the_first_blocks_of_each_split(tok_dir, tmp_path, monk
 
 def test_same_data_same_result_and_changed_data_changes_the_fingerprint(tok_dir, tmp_path):
     path = write_txt(tmp_path / "c.txt", rows(200, 9))
-    first, again = load(tok_dir, path), load_real({"model": str(tok_dir), "dataset": str(path), "block_size": L}, 7)
+    first, again = load(tok_dir, path), load_real(RealRequest({"model": str(tok_dir), "dataset": str(path), "block_size": L}, 7))
     assert first.fingerprint == again.fingerprint and first.provenance == again.provenance
     for split in ("train", "validation", "test"):
         np.testing.assert_array_equal(getattr(first, split).data, getattr(again, split).data)
@@ -268,8 +269,8 @@ def test_provenance_records_dataset_tokenizer_and_model(tok_dir, tmp_path):
 
 def test_a_toy_model_reads_real_text_with_a_named_tokenizer(tok_dir, tmp_path):
     path = write_txt(tmp_path / "c.txt", rows(200, 12))
-    real = load_real({"model": "toy-opt", "tokenizer": str(tok_dir), "dataset": str(path), "block_size": L,
-                      "toy_layers": 1}, 0)
+    real = load_real(RealRequest({"model": "toy-opt", "tokenizer": str(tok_dir), "dataset": str(path), "block_size": L,
+                      "toy_layers": 1}, 0))
     np.testing.assert_array_equal(real.train.data, carved(hand_blocks(rows(200, 12)))["train"])
     assert real.provenance["tokenizer"] == str(tok_dir) and real.provenance["model_fingerprint"]
 
@@ -291,8 +292,8 @@ def test_a_hub_model_id_loads_from_the_hub_cache_with_its_resolved_commit(tok_di
     hf_data._pretrained_tokenizer.cache_clear()
 
     texts = rows(200, 16)
-    real = load_real({"model": "fake-owner/tiny-opt", "dataset": str(write_txt(tmp_path / "c.txt", texts)),
-                      "block_size": L}, 0)
+    real = load_real(RealRequest({"model": "fake-owner/tiny-opt", "dataset": str(write_txt(tmp_path / "c.txt", texts)),
+                      "block_size": L}, 0))
     np.testing.assert_array_equal(real.train.data, carved(hand_blocks(texts))["train"])
     assert real.provenance["model_revision"] == commit and real.provenance["model_fingerprint"] is None
     hf_data._pretrained_tokenizer.cache_clear()
@@ -317,7 +318,7 @@ def test_unreachable_hub_names_and_wrong_paths_are_messages(tok_dir, tmp_path):
     ]
     for params, names in cases:
         with pytest.raises(BenchError) as info:
-            load_real({**DATA_PARAMS, "model": str(tok_dir), **params}, 0)
+            load_real(RealRequest({**DATA_PARAMS, "model": str(tok_dir), **params}, 0))
         assert names in str(info.value) and way_out in str(info.value), str(info.value)
 
 
@@ -344,7 +345,7 @@ def test_user_mistakes_with_data_are_messages(tok_dir, tmp_path):
     ]
     for params, message in cases:
         with pytest.raises(BenchError) as info:
-            load_real({**DATA_PARAMS, "model": str(tok_dir), "dataset": str(data), **params}, 0)
+            load_real(RealRequest({**DATA_PARAMS, "model": str(tok_dir), "dataset": str(data), **params}, 0))
         assert message in str(info.value), str(info.value)
 
 
@@ -364,7 +365,7 @@ def test_synthetic_source_blocks_and_exact_loglik():
               "dataset": "synthetic", "source_vocab": 40, "source_tokens": 3_000, "source_branching": 4,
               "block_size": 16}
     corpus = lm_source.synthetic_corpus(params)
-    real = load_real(params, 0)
+    real = load_real(RealRequest(params, 0))
     for split in ("train", "validation", "test"):
         stream = np.asarray(corpus.splits[split])
         n = len(stream) // 16
@@ -373,6 +374,6 @@ def test_synthetic_source_blocks_and_exact_loglik():
     assert real.fingerprint == corpus.fingerprint == real.provenance["dataset_fingerprint"]
     assert real.provenance["tokenizer_hash"] == hf_data.tokenizer_hash(corpus.tokenizer)
     assert real.provenance["splits_made_from_train"] == []
-    capped = load_real({**params, "max_blocks": 5}, 0)
+    capped = load_real(RealRequest({**params, "max_blocks": 5}, 0))
     np.testing.assert_array_equal(capped.train.data, real.train.data[:5])
     assert hf_data.get_tokenizer(params) is corpus.tokenizer

@@ -14,7 +14,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from bench import BenchError, FitRequest, Samples  # noqa: E402
+from bench import BenchError, FitRequest, GenerateRequest, Samples, ScoreRequest  # noqa: E402
 from collapse_bench_plugins import hf_model as H  # noqa: E402
 from tests.helpers import save_tiny_opt  # noqa: E402
 
@@ -64,7 +64,7 @@ def cyclic(n, words, seed=0):
 
 
 def nll_per_token(state, x, params):
-    s = H.score(state, Samples("tokens", x), params)
+    s = H.score(ScoreRequest(state, Samples("tokens", x), params))
     return s.nll_per_unit
 
 
@@ -236,20 +236,20 @@ def test_generate_shapes_columns_and_determinism(params, folder):
 
     state = H.initial_state(params, np.random.default_rng(0))
     prompts = Samples("tokens", blocks(7))
-    out = H.generate(state, 5, prompts, params, np.random.default_rng(1))
+    out = H.generate(GenerateRequest(state, 5, prompts, params, np.random.default_rng(1), 0))
     assert out.kind == "tokens" and out.data.dtype == np.int64 and out.data.shape == (5, params["new_tokens"])
     tok = AutoTokenizer.from_pretrained(folder)
     assert list(out.columns["text"]) == [tok.decode(row) for row in out.data]
     assert list(out.columns["prompt"]) == [tok.decode(row) for row in prompts.data[:5]]
-    again = H.generate(state, 5, prompts, params, np.random.default_rng(1))
+    again = H.generate(GenerateRequest(state, 5, prompts, params, np.random.default_rng(1), 0))
     assert np.array_equal(out.data, again.data)
     # beam search uses no random numbers, and batching does not matter
-    other = H.generate(state, 5, prompts, {**params, "gen_batch_size": 2}, np.random.default_rng(9))
+    other = H.generate(GenerateRequest(state, 5, prompts, {**params, "gen_batch_size": 2}, np.random.default_rng(9), 0))
     assert np.array_equal(other.data, out.data)
-    empty = H.generate(state, 0, prompts, params, np.random.default_rng(1))
+    empty = H.generate(GenerateRequest(state, 0, prompts, params, np.random.default_rng(1), 0))
     assert empty.data.shape == (0, params["new_tokens"])
     with pytest.raises(ValueError, match="prompts"):
-        H.generate(state, 8, prompts, params, np.random.default_rng(1))
+        H.generate(GenerateRequest(state, 8, prompts, params, np.random.default_rng(1), 0))
 
 
 def _released_generate():
@@ -266,7 +266,7 @@ def test_generate_equals_the_released_code_loop(params, pretrained):
     p = {**params, "num_beams": 5, "repetition_penalty": 3.0, "gen_batch_size": 4}
     state = H.initial_state(p, np.random.default_rng(0))
     x = blocks(9, seed=3)
-    ours = H.generate(state, 9, Samples("tokens", x), p, np.random.default_rng(0)).data
+    ours = H.generate(GenerateRequest(state, 9, Samples("tokens", x), p, np.random.default_rng(0), 0)).data
     theirs = _released_generate()(pretrained, x, batch_size=5, num_beams=5, new_tokens=p["new_tokens"],
                                   repetition_penalty=3.0)
     assert theirs.shape == ours.shape == (9, p["new_tokens"])
@@ -289,7 +289,7 @@ def test_generation_never_stops_early_at_eos(params):
     with torch.no_grad():
         assert (H.build_model(state, params)(torch.from_numpy(x)).logits.argmax(-1) == 2).all()
     p = {**params, "num_beams": 1, "repetition_penalty": 1.0}
-    out = H.generate(state, 3, Samples("tokens", x), p, np.random.default_rng(0))
+    out = H.generate(GenerateRequest(state, 3, Samples("tokens", x), p, np.random.default_rng(0), 0))
     assert out.data.shape == (3, p["new_tokens"])
     assert not (out.data == 2).any()
 
@@ -301,10 +301,10 @@ def test_sampling_is_seeded_by_rng(params, pretrained):
     torch.manual_seed(5)
     expected_next = torch.rand(2)
     torch.manual_seed(5)
-    a = H.generate(state, 6, prompts, p, np.random.default_rng(3)).data
+    a = H.generate(GenerateRequest(state, 6, prompts, p, np.random.default_rng(3), 0)).data
     assert torch.equal(torch.rand(2), expected_next)  # global torch stream untouched
-    b = H.generate(state, 6, prompts, p, np.random.default_rng(3)).data
-    c = H.generate(state, 6, prompts, p, np.random.default_rng(4)).data
+    b = H.generate(GenerateRequest(state, 6, prompts, p, np.random.default_rng(3), 0)).data
+    c = H.generate(GenerateRequest(state, 6, prompts, p, np.random.default_rng(4), 0)).data
     assert np.array_equal(a, b) and not np.array_equal(a, c)
     # the same draws as transformers' own sampling seeded the same way, batch by batch
     seed = int(np.random.default_rng(3).integers(0, 2**62))
@@ -322,8 +322,8 @@ def test_sampling_is_seeded_by_rng(params, pretrained):
 def test_generate_refuses_prompts_and_continuations_beyond_the_positions(params):
     state = H.initial_state(params, np.random.default_rng(0))
     with pytest.raises(BenchError, match="positions"):
-        H.generate(state, 1, Samples("tokens", blocks(1)), {**params, "new_tokens": 30},
-                   np.random.default_rng(0))
+        H.generate(GenerateRequest(state, 1, Samples("tokens", blocks(1)), {**params, "new_tokens": 30},
+                                   np.random.default_rng(0), 0))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -334,7 +334,7 @@ def test_generate_refuses_prompts_and_continuations_beyond_the_positions(params)
 def test_score_is_the_sum_of_next_token_log_probabilities(params, pretrained):
     state = H.initial_state(params, np.random.default_rng(0))
     x = blocks(5, seed=2)
-    scores = H.score(state, Samples("tokens", x), params)
+    scores = H.score(ScoreRequest(state, Samples("tokens", x), params))
     with torch.no_grad():
         logp = torch.log_softmax(pretrained(torch.from_numpy(x)).logits.double(), dim=-1).numpy()
     expected = [sum(logp[i, t - 1, x[i, t]] for t in range(1, BLOCK)) for i in range(len(x))]
@@ -389,7 +389,7 @@ def test_a_missing_model_folder_is_named(params, tmp_path):
     assert "--preset smoke" in str(err.value)
     state = H.initial_state(params, np.random.default_rng(0))
     with pytest.raises(BenchError, match="no-such-model"):
-        H.score(state, Samples("tokens", blocks(1)), {**params, "model": missing})
+        H.score(ScoreRequest(state, Samples("tokens", blocks(1)), {**params, "model": missing}))
     with pytest.raises(BenchError, match="no-such-tokenizer"):
         H.initial_state({**params, "model": "toy-opt", "tokenizer": str(tmp_path / "no-such-tokenizer")},
                         np.random.default_rng(0))

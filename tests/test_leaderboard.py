@@ -447,3 +447,83 @@ def test_reading_threads_give_the_same_tables(tmp_path):
     four = build([res], out=tmp_path / "four", workers=4)
     assert one.runs_used == four.runs_used == 70
     assert (tmp_path / "one" / "toy-smoke.json").read_text() == (tmp_path / "four" / "toy-smoke.json").read_text()
+
+
+# -- the commands that reproduce an entry ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def gaussian_runs(tmp_path_factory):
+    """Real gaussian smoke runs: two policies x 2 seeds, 2 generations, two parameters overridden."""
+    import bench.api as cb
+
+    out = tmp_path_factory.mktemp("gaussian")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for policy in ("replace", "mix:0.5"):
+            cb.run("gaussian", "smoke", generations=2, seeds="0-1", policy=policy,
+                   set={"n_samples": 30, "std": 1.5}, out=out)
+    return out
+
+
+def _dry_run_ids(command: str) -> list[str]:
+    """The run ids ``command --dry-run`` names (its printed JSON objects)."""
+    import shlex
+
+    from click.testing import CliRunner
+
+    from bench.cli import cli
+
+    args = shlex.split(command)
+    assert args[:2] == ["bench", "run"], command
+    res = CliRunner().invoke(cli, [*args[1:], "--dry-run"])
+    assert res.exit_code == 0, res.output
+    decoder, text, i, ids = json.JSONDecoder(), res.output, 0, []
+    while True:
+        while i < len(text) and text[i].isspace():
+            i += 1
+        if i == len(text):
+            return ids
+        obj, i = decoder.raw_decode(text, i)
+        ids.append(obj["run_id"])
+
+
+def test_each_entry_prints_the_command_that_reproduces_its_runs(gaussian_runs, tmp_path):
+    out = tmp_path / "lb"
+    build([gaussian_runs], out=out)
+    data = json.loads((out / "gaussian-smoke.json").read_text())
+    md = (out / "gaussian-smoke.md").read_text()
+    page = (out / "gaussian-smoke.html").read_text()
+    assert sorted(e["label"] for e in data["entries"]) == ["mix:0.5", "replace"]
+    for e in data["entries"]:
+        command = e["command"]
+        assert "--seeds 0-1" in command and "--set n_samples=30" in command and "--set std=1.5" in command
+        want = sorted(R.read_json(gaussian_runs / run / R.RUN_JSON)["run_id"] for run in e["runs"])
+        assert sorted(_dry_run_ids(command)) == want, command
+        assert f"  {command}\n" in md  # a code block under "## Reproduce"
+        assert command in page  # nothing in it needs HTML escaping
+    # a command for another seed names another run: the ids come from the spec, not the folders
+    other = data["entries"][0]["command"].replace("--seeds 0-1", "--seeds 5")
+    assert not set(_dry_run_ids(other)) & {R.read_json(p)["run_id"] for p in gaussian_runs.glob(f"*/{R.RUN_JSON}")}
+
+
+def test_command_values_read_back_as_the_spec_holds_them():
+    import yaml
+
+    from bench.reproduce import format_seeds, run_command, set_value
+    from bench.spec import parse_assignments
+
+    assert format_seeds([4, 0, 1, 2, 7, 9, 10]) == "0-2,4,7,9-10" and format_seeds([3]) == "3"
+    values = {"lr": 1e-05, "big": 1e20, "n": 3, "x": 1.0, "s": "01", "t": "true", "e": "", "none": None,
+              "flag": False, "dims": [16, 32], "f": [1e-05, 0.5], "odd": "a: b", "inf": float("inf")}
+    for key, value in values.items():
+        text = set_value(value)
+        assert parse_assignments([f"{key}={text}"])[key] == value, (key, text)
+    assert set_value(1e-05) == "1.0e-05" and yaml.safe_load("1e-05") == "1e-05"  # why floats keep a point
+    spec = {"plugin": "toy", "preset": "smoke", "generations": 3, "policy": "mix", "policy_params": {"p": 0.5},
+            "start": "gen0", "params": {"name": "a b", "lr": 0.1}, "metrics": ["m1", "m2"], "seed": 4}
+    assert run_command(spec) == ("bench run --plugin toy --preset smoke --generations 3 --policy mix "
+                                 "--set policy.p=0.5 --start gen0 --set lr=0.1 --set 'name=a b' "
+                                 "--metric m1 --metric m2 --seeds 4")
+    with pytest.raises(BenchError, match="seed"):
+        run_command({k: v for k, v in spec.items() if k != "seed"})

@@ -1,10 +1,12 @@
 """The recursive loop: row semantics, policies, determinism, resume, extension, sharing, locking."""
 
+import dataclasses
 import os
 import signal
 import subprocess
 import sys
 import time
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -58,7 +60,7 @@ def test_mix_keeps_a_fresh_share_of_real_data(toy_bench, tmp_path):
     spec = resolve(toy_bench, "toy", "smoke", policy="mix:0.25")
     run = Run(toy_bench, spec, tmp_path)
     run.execute()
-    real = toy_bench.models.get("toy").load_real(spec.params, spec.seed)
+    real = toy_bench.models.get("toy").load_real(bench.RealRequest(spec.params, spec.seed))
     synthetic = [R.read_samples(run.path / "gens" / R.gen_name(i) / "samples.parquet")[0] for i in range(2)]
     real_rows = {tuple(r) for r in real.train.data}
     picks = []
@@ -300,10 +302,177 @@ def test_a_generator_returning_the_wrong_count_fails_the_run(tmp_path):
 
         @bench.hookimpl
         def bench_register_generators(self, register):
-            register(bench.Generator("short-sample", lambda s, n, p, params, r: toy_plugins._generate(s, n - 1, p, params, r)))
+            register(bench.Generator("short-sample",
+                                     lambda r: toy_plugins._generate(dataclasses.replace(r, n=r.n - 1))))
 
         bench_register_trainers = bench_register_scorers = bench_register_metrics = None
 
     b = Bench(extra_plugins=[toy_plugins.Toy(), Short()])
     with pytest.raises(BenchError, match=r"returned 39 samples at generation 0; the harness asked for bench.Samples of n = 40"):
         cb.run("short", out=tmp_path, bench=b)
+
+
+# -- request objects, the old positional forms, the harness's shared scores ------------------------
+
+
+def _legacy_load_real(params, seed):
+    return toy_plugins._load_real(bench.RealRequest(params, seed))
+
+
+def _legacy_generate(state, n, prompts, params, rng):
+    return toy_plugins._generate(bench.GenerateRequest(state, n, prompts, params, rng, 0))
+
+
+def _legacy_score(state, samples, params):
+    return toy_plugins._score(bench.ScoreRequest(state, samples, params))
+
+
+class LegacyToy(toy_plugins.Toy):
+    """The toy plugin as a plugin written for collapse-bench 0.1 registers it: positional signatures."""
+
+    @bench.hookimpl
+    def bench_register_models(self, register):
+        register(bench.ModelBundle(
+            name="toy", kind="vectors", load_real=_legacy_load_real, trainer="toy-fit", generator="toy-sample",
+            scorer="toy-loglik", metrics=("toy-train-size", "perplexity-drift"),
+            params={"n": 40, "fail_at": -1}, presets={"smoke": {"generations": 4}, "paper": {"n": 400}}))
+
+    @bench.hookimpl
+    def bench_register_generators(self, register):
+        register(bench.Generator("toy-sample", _legacy_generate))
+
+    @bench.hookimpl
+    def bench_register_scorers(self, register):
+        register(bench.Scorer("toy-loglik", _legacy_score))
+
+
+def test_plugins_with_the_old_positional_signatures_run_unchanged_with_one_warning_each(toy_bench, tmp_path):
+    with pytest.warns(DeprecationWarning) as caught:
+        legacy = Bench(extra_plugins=[LegacyToy()])
+    messages = sorted(str(w.message) for w in caught if issubclass(w.category, DeprecationWarning))
+    assert len(messages) == 3
+    for message, what, new in zip(messages, ("generator 'toy-sample'", "model bundle 'toy'", "scorer 'toy-loglik'"),
+                                  ("GenerateRequest", "RealRequest", "ScoreRequest")):
+        assert message.startswith(what) and "tests.test_loop._legacy_" in message and f"bench.{new}" in message
+    assert all(w.filename == __file__ for w in caught)  # the warning points at the plugin's own code
+
+    old = run_toy(legacy, tmp_path / "old", policy="accumulate")
+    new = run_toy(toy_bench, tmp_path / "new", policy="accumulate")
+    assert old[0].spec.run_id == new[0].spec.run_id
+    pd.testing.assert_frame_equal(cb.metrics(old), cb.metrics(new))
+    for k in range(5):
+        a = pd.read_parquet(old[0].path / "gens" / R.gen_name(k) / "samples.parquet")
+        b = pd.read_parquet(new[0].path / "gens" / R.gen_name(k) / "samples.parquet")
+        pd.testing.assert_frame_equal(a, b)
+
+
+def test_a_component_taking_one_request_is_kept_as_it_is_and_the_adapter_unpacks_the_request():
+    def score(request):
+        return toy_plugins._score(request)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert bench.Scorer("s", score).score is score
+        assert bench.Generator("g", toy_plugins._generate).generate is toy_plugins._generate
+
+    seen = []
+    with pytest.warns(DeprecationWarning, match="generate\\(state, n, prompts, params, rng\\)"):
+        generator = bench.Generator("g", lambda state, n, prompts, params, rng: seen.append(
+            (state, n, prompts, params, rng)))
+    request = bench.GenerateRequest({"a": np.zeros(1)}, 3, None, {"p": 1}, np.random.default_rng(0), 5)
+    generator.generate(request)
+    assert seen == [(request.state, 3, None, request.params, request.rng)]
+
+
+def test_a_bundle_without_a_data_source_warns_once_per_run(toy_bench, tmp_path):
+    spec = resolve(toy_bench, "toy", "smoke")
+    run = Run(toy_bench, spec, tmp_path)
+    with pytest.warns(UserWarning, match="each seed gets its own leaderboard track") as caught:
+        run.execute()
+    assert sum("no `source`" in str(w.message) for w in caught) == 1
+    assert "plugin 'toy'" in str(caught[0].message)
+    assert run.real_data_fingerprint is None and run.real_data_source is None  # the toy data has neither
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # gaussian names its source: no warning
+        b = Bench()
+        gaussian = Run(b, resolve(b, "gaussian", "smoke", generations=1), tmp_path)
+        gaussian.execute()
+    assert gaussian.real_data_fingerprint == R.read_json(gaussian.path / "run.json")["real_data_fingerprint"]
+
+
+def _run_folder(run) -> dict:
+    """Everything a run wrote that does not depend on the clock."""
+    out = {"metrics": cb.metrics(run)}
+    for gen in sorted((run[0].path / "gens").iterdir()):
+        out[gen.name] = pd.read_parquet(gen / "samples.parquet")
+        info = R.read_json(gen / "info.json")
+        out[gen.name + "/info"] = {k: v for k, v in info.items() if not k.endswith("_s")}
+    return out
+
+
+def _assert_same_run(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        if isinstance(a[key], pd.DataFrame):
+            pd.testing.assert_frame_equal(a[key], b[key], check_exact=True)
+        else:
+            assert a[key] == b[key]
+
+
+@pytest.mark.parametrize("verifier", ["m0", "self"])
+def test_verifiers_reuse_the_harness_scores_of_the_newest_samples_bit_for_bit(tmp_path, monkeypatch, verifier):
+    b = Bench()
+    scorer = b.scorers.get("gaussian-loglik")
+    original = scorer.score
+    calls = []
+
+    def counting(request):
+        calls.append(len(request.samples))
+        return original(request)
+
+    object.__setattr__(scorer, "score", counting)
+    policy = f"best-of:1,{verifier}"  # one candidate per kept sample: the verifier scores S_k itself
+    try:
+        shared = _run_folder(cb.run("gaussian", out=tmp_path / "shared", bench=b, policy=policy, generations=3))
+        shared_calls, calls[:] = len(calls), []
+
+        # the same run with the scores read back from samples.parquet (as a resumed run gets them)
+        latest_scores = Run._latest_scores
+
+        def from_disk(self, synthetic):
+            self._latest = None
+            return latest_scores(self, synthetic)
+
+        monkeypatch.setattr(Run, "_latest_scores", from_disk)
+        _assert_same_run(shared, _run_folder(cb.run("gaussian", out=tmp_path / "disk", bench=b, policy=policy,
+                                                    generations=3)))
+        assert len(calls) == shared_calls
+        calls[:] = []
+
+        # and without them: the verifier scores S_k again, with the same result
+        monkeypatch.setattr(Run, "_latest_scores", lambda self, synthetic: None)
+        rescored = _run_folder(cb.run("gaussian", out=tmp_path / "rescored", bench=b, policy=policy, generations=3))
+    finally:
+        object.__setattr__(scorer, "score", original)
+    _assert_same_run(shared, rescored)
+    assert len(calls) == shared_calls + 3  # one scoring of S_k per generation 1..3 saved
+
+
+def test_metric_context_accessors_use_the_harness_scores_and_compute_the_rest_once():
+    calls = []
+
+    def score(state, samples):
+        calls.append(state["id"])
+        return bench.Scores(np.zeros(len(samples)), np.ones(len(samples)))
+
+    real = toy_plugins._load_real(bench.RealRequest({"n": 5}, 0))
+    given = bench.Scores(np.arange(5.0), np.ones(5))
+    ctx = bench.MetricContext(generation=1, bundle=None, params={}, real=real, state={"id": "k"},
+                              reference_state={"id": "0"}, samples=real.train, score=score,
+                              rng=np.random.default_rng(0), reference_scores=given)
+    assert ctx.reference_scores_samples() is given
+    assert ctx.model_scores_samples() is ctx.model_scores_samples()
+    assert ctx.model_scores_real_test() is ctx.model_scores_real_test()
+    assert ctx.reference_scores_real_test() is ctx.reference_scores_real_test()
+    assert calls == ["k", "k", "0"]
+    assert ctx.cached("mine:x", lambda: 42) == 42 and ctx.cache == {"mine:x": 42}

@@ -12,7 +12,7 @@ import bench
 from bench import mitigations as M
 from bench import results as R
 from bench.api import run as api_run
-from bench.components import PolicyContext, Samples, VerifyContext
+from bench.components import PolicyContext, VerifyContext
 from bench.spec import resolve
 from collapse_bench_plugins import gaussian as G
 from collapse_bench_plugins import mitigations as P
@@ -52,15 +52,15 @@ def test_best_of_2_self_variance_by_monte_carlo():
     the mean of s^2 / sigma_prev^2 matches the exact expectation within 4 standard errors."""
     n, reps = 10, 4000
     params = {**G.GAUSSIAN_PARAMS, "n_samples": n}
-    real = G.load_gaussian(params, 0)
+    real = G.load_gaussian(bench.RealRequest(params, 0))
     rng = np.random.default_rng(123)
     ratios = np.empty(reps)
     for i in range(reps):
         mean, var = rng.normal(), rng.uniform(0.5, 2.0)  # any fitted model M_k
         state = {"mean": np.array([mean]), "cov": np.array([[var]])}
-        cands = G.sample_gaussian(state, 2 * n, None, params, rng)
+        cands = G.sample_gaussian(bench.GenerateRequest(state, 2 * n, None, params, rng, 0))
         vctx = VerifyContext(generation=1, real=real, state=state, reference_state=state,
-                             score=lambda s, x: G.score_gaussian(s, x, params), params=params)
+                             score=lambda s, x: G.score_gaussian(bench.ScoreRequest(s, x, params)), params=params)
         ctx = _ctx(real, cands, lambda x: P.own(vctx, x), {"k": 2, "verifier": "self"})
         kept = P.best_of(ctx)
         assert len(kept) == n and ctx.record["synthetic_kept"] == n
@@ -94,10 +94,10 @@ def test_best_of_2_self_through_the_harness(tmp_path):
 
 def _oracle_setup(n=50, wide=1.0, seed=0):
     params = {**G.GAUSSIAN_PARAMS, "n_samples": n}
-    real = G.load_gaussian(params, seed)
+    real = G.load_gaussian(bench.RealRequest(params, seed))
     state = {"mean": np.array([0.3]), "cov": np.array([[wide]])}
     vctx = VerifyContext(generation=1, real=real, state=state, reference_state=state,
-                         score=lambda s, x: G.score_gaussian(s, x, params), params=params)
+                         score=lambda s, x: G.score_gaussian(bench.ScoreRequest(s, x, params)), params=params)
     return params, real, state, (lambda x: P.oracle(vctx, x))
 
 
@@ -106,7 +106,7 @@ def test_filter_with_the_oracle_keeps_every_sample_above_the_quantile(q):
     params, real, state, verify = _oracle_setup()
     n = len(real.train)
     draws = P.filter_candidates({"q": q}, n)
-    cands = G.sample_gaussian(state, draws, None, params, np.random.default_rng(7))
+    cands = G.sample_gaussian(bench.GenerateRequest(state, draws, None, params, np.random.default_rng(7), 0))
     ctx = _ctx(real, cands, verify, {"q": q, "verifier": "oracle"})
     kept = P.filter_(ctx)
     # the threshold, computed independently: the truth is N(0, 1)
@@ -127,7 +127,8 @@ def test_filter_with_the_oracle_keeps_every_sample_above_the_quantile(q):
 def test_filter_refills_from_the_best_of_the_rest_when_too_few_pass():
     params, real, state, verify = _oracle_setup(wide=25.0)  # most draws land in the tails
     n = len(real.train)
-    cands = G.sample_gaussian(state, P.filter_candidates({"q": 0.9}, n), None, params, np.random.default_rng(1))
+    draws = P.filter_candidates({"q": 0.9}, n)
+    cands = G.sample_gaussian(bench.GenerateRequest(state, draws, None, params, np.random.default_rng(1), 0))
     ctx = _ctx(real, cands, verify, {"q": 0.9, "verifier": "oracle"})
     kept = P.filter_(ctx)
     scores = stats.norm.logpdf(cands.data[:, 0])
@@ -142,7 +143,7 @@ def test_filter_refills_from_the_best_of_the_rest_when_too_few_pass():
 def test_filter_threshold_through_the_harness(tmp_path):
     [outcome] = api_run("gaussian", preset="smoke", seeds=0, generations=3, policy="filter:0.5,oracle", out=tmp_path)
     spec = outcome.spec
-    real = G.load_gaussian(spec.params, 0)
+    real = G.load_gaussian(bench.RealRequest(spec.params, 0))
     truth = stats.multivariate_normal(mean=np.zeros(2), cov=np.eye(2)).logpdf(real.train.data)
     for k in (1, 2, 3):
         info = json.loads((outcome.path / "gens" / R.gen_name(k) / "info.json").read_text())
@@ -248,7 +249,7 @@ def test_the_docs_own_policy_example_runs_and_is_labelled(tmp_path):
     outcome = Run(b, spec, tmp_path).execute()
     assert outcome.status == "complete" and M.label(b, spec) == "typical:2,m0"
     info = json.loads((outcome.path / "gens" / R.gen_name(1) / "info.json").read_text())
-    assert info["candidates_drawn"] == 2 * len(G.load_gaussian(spec.params, 0).train)
+    assert info["candidates_drawn"] == 2 * len(G.load_gaussian(bench.RealRequest(spec.params, 0)).train)
 
 
 def test_bench_mitigations_lists_papers_and_where_each_applies(capsys):

@@ -1,6 +1,7 @@
 """Plots and HTML reports: the numbers they show, the files they make, and the pages as a real
 headless Chromium renders them (escaping included)."""
 
+import io
 import math
 import shutil
 import subprocess
@@ -293,6 +294,15 @@ def test_image_grid_hook(tmp_path, vector_runs):
         assert png[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(BenchError, match="cannot draw images"):
         RP.image_grid_png(rng.random((4, 5)))
+    from PIL import Image  # the report's grids stretch each grid's values to its own min and max
+
+    x = np.full((2, 4, 4, 3), 0.25)
+    x[0, 0, 0], x[1, 3, 3] = 0.5, np.nan
+    img = np.asarray(Image.open(io.BytesIO(RP.image_grid_png(x))))
+    scale = 14  # 4-pixel images enlarged to about 56 pixels; 2-pixel gaps
+    assert img.shape == (4 * scale + 4, 2 * (4 * scale + 2) + 2, 3)
+    assert (img[2, 2] == 255).all() and (img[2 + scale, 2 + scale] == 0).all()  # 0.5 max -> 255, 0.25 -> 0
+    assert (img[2 + 3 * scale, 2 + 4 * scale + 2 + 3 * scale] == 0).all()  # NaN drawn as the minimum
     run = copy_run(R.find_runs([vector_runs])[0], tmp_path)
     for k in range(R.finished_generations(run)):
         table = R.samples_table(Samples("images", rng.random((6, 4, 4))), {})

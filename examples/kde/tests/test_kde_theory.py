@@ -55,7 +55,7 @@ def test_scorer_equals_scipy_logpdf(d):
     x = _decorrelated(80, [1.0, 0.3, 2.0][:d], rng)
     state = fit_state(x)
     y = np.vstack([rng.normal(size=(30, d)) * 2, np.full((1, d), 25.0)])  # one point far out in the tail
-    scores = kde.score(state, bench.Samples("vectors", y), {})
+    scores = kde.score(bench.ScoreRequest(state, bench.Samples("vectors", y), {}))
     expected = stats.gaussian_kde(x.T).logpdf(y.T)
     np.testing.assert_allclose(scores.loglik, expected, rtol=1e-9, atol=1e-9)
     assert np.all(scores.units == d)
@@ -65,31 +65,31 @@ def test_scorer_chunks_give_the_same_answer(monkeypatch):
     rng = np.random.default_rng(5)
     state = fit_state(rng.normal(size=(40, 2)))
     y = bench.Samples("vectors", rng.normal(size=(25, 2)))
-    whole = kde.score(state, y, {}).loglik
+    whole = kde.score(bench.ScoreRequest(state, y, {})).loglik
     monkeypatch.setattr(kde, "_SCORE_CHUNK_ELEMENTS", 2 * 40 * 3)  # 3 rows at a time
-    np.testing.assert_array_equal(kde.score(state, y, {}).loglik, whole)
+    np.testing.assert_array_equal(kde.score(bench.ScoreRequest(state, y, {})).loglik, whole)
 
 
 def test_generator_draws_only_from_the_rng_it_is_given():
     state = fit_state(np.random.default_rng(1).normal(size=(30, 2)))
-    a = kde.generate(state, 50, None, {}, np.random.default_rng(7)).data
+    a = kde.generate(bench.GenerateRequest(state, 50, None, {}, np.random.default_rng(7), 0)).data
     np.random.seed(123)  # the global stream must not matter
-    b = kde.generate(state, 50, None, {}, np.random.default_rng(7)).data
+    b = kde.generate(bench.GenerateRequest(state, 50, None, {}, np.random.default_rng(7), 0)).data
     np.testing.assert_array_equal(a, b)
     assert a.shape == (50, 2)
 
 
 def test_true_loglik_is_the_two_blob_mixture():
     params = dict(kde.PARAMS, n=20, n_test=10, dim=3, separation=3.0)
-    real = kde.load_real(params, seed=4)
+    real = kde.load_real(bench.RealRequest(params, 4))
     y = real.test.data
     mu = np.array([1.5, 0.0, 0.0])
     expected = np.log(0.5 * stats.multivariate_normal(mu).pdf(y) + 0.5 * stats.multivariate_normal(-mu).pdf(y))
     np.testing.assert_allclose(real.true_loglik(real.test), expected, rtol=1e-12)
-    again = kde.load_real(params, seed=4)
+    again = kde.load_real(bench.RealRequest(params, 4))
     np.testing.assert_array_equal(real.train.data, again.train.data)
     assert real.source == again.source and real.fingerprint == again.fingerprint
-    assert kde.load_real(params, seed=5).fingerprint != real.fingerprint
+    assert kde.load_real(bench.RealRequest(params, 5)).fingerprint != real.fingerprint
 
 
 @pytest.mark.parametrize("key, value, message", [
@@ -121,7 +121,7 @@ def simulate_variance_ratios(real, rule, chains, generations, seed):
     for i in range(chains):
         data = real
         for k in range(generations):
-            samples = kde.generate(fit_state(data, rule), n, None, {}, rng).data
+            samples = kde.generate(bench.GenerateRequest(fit_state(data, rule), n, None, {}, rng, 0)).data
             out[i, k] = kde.variance_ratio(samples, real)
             data = samples
     return out
