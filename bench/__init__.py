@@ -1,6 +1,7 @@
 """collapse-bench: a benchmark suite for model collapse."""
 
 from bench.components import (
+    CliOption,
     FitRequest,
     GenerateRequest,
     Generator,
@@ -30,6 +31,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BenchError",
+    "CliOption",
     "Executor",
     "FitRequest",
     "GenerateRequest",

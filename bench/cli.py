@@ -33,7 +33,7 @@ class PluginOptionsCommand(click.Command):
         return params[:len(self.params)] + self.plugin_params(ctx) + params[len(self.params):]
 
     def plugin_options(self, ctx: click.Context):
-        """The plugins' :class:`bench.options.CliOption` records for this command."""
+        """The plugins' :class:`bench.CliOption` records for this command."""
         self.plugin_params(ctx)
         return ctx.meta[("plugin-options", self.name)][0]
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import inspect
 import warnings
 from dataclasses import dataclass, field
+from contextlib import AbstractContextManager
 from typing import Any, Callable, Collection, Mapping, Sequence
 
 import numpy as np
@@ -460,7 +461,9 @@ class Policy:
 
     ``params`` are the defaults; ``positional`` names the parameter that ``name:VALUE`` sets on the
     command line (``mix:0.1`` sets ``p``), or several (``("k", "verifier")``: ``best-of:4,m0``).
-    ``validate(params)`` raises ValueError with a message for the user.
+    ``check(params)`` follows the harness's one convention (as :attr:`ModelBundle.check`): it
+    raises BenchError for impossible values and returns warnings to show. ``validate(params)``
+    (raising ValueError) is the older form, still honoured.
 
     ``candidates(params, n)`` is how many samples of M_k the policy needs in all (at least n, the
     real training set's size); the harness draws the extra ones and passes them in
@@ -479,6 +482,7 @@ class Policy:
     needs: tuple[str, ...] = ()
     kinds: tuple[str, ...] = SAMPLE_KINDS
     citation: str = ""
+    check: Callable[[Params], Sequence[str]] | None = None
 
 
 @dataclass(frozen=True)
@@ -548,3 +552,32 @@ class Mitigation:
             raise ValueError(f"mitigation {self.name!r}: kind must be one of {MITIGATION_KINDS}")
         if (self.kind == "policy") != (self.param is None):
             raise ValueError(f"mitigation {self.name!r}: give param exactly for trainer and generator options")
+
+
+@dataclass(frozen=True)
+class CliOption:
+    """A command-line option a plugin adds to a ``bench`` command (``bench_cli_options`` hook).
+
+    ``flag`` is the long flag (``--model``) and ``help`` its help line. What the value does:
+
+    - ``param`` (``bench run``): sets that model parameter, as ``--set PARAM=VALUE`` does;
+    - ``executor`` and ``executor_option`` (``bench sweep``): the value is that option of that
+      executor, and giving the flag to a sweep of another executor is an error;
+    - ``around`` (``bench run``): ``around(value)`` is a context manager the command enters around
+      the runs; it yields ``None`` or a function that gets the run outcomes once they ended and
+      returns lines to print after the results.
+    """
+
+    flag: str
+    help: str
+    metavar: str | None = None
+    type: type = str
+    param: str | None = None
+    executor: str | None = None
+    executor_option: str | None = None
+    around: Callable[[Any], AbstractContextManager[Callable[[list], list[str]] | None]] | None = None
+
+    @property
+    def name(self) -> str:
+        """The option's name as a Python identifier: ``--slurm-time`` -> ``slurm_time``."""
+        return self.flag.lstrip("-").replace("-", "_")

@@ -13,8 +13,9 @@ of a host model bundle with the policy and direct calls of its ``build``.
 
 Contract breaches never raise: they come back as :class:`Finding` values whose messages say what
 is wrong, how to fix it, and which sentence of CONTRIBUTING.md it breaks. docs/conformance.md
-describes every check. This module imports only the standard library and NumPy at the top, because
-pytest loads the fixture module in every session where collapse-bench is installed.
+describes every check. At the top this module imports only the standard library, NumPy and
+bench.components (itself NumPy only), because the pytest plugin may load it in every session
+where collapse-bench is installed.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from bench.components import Generator, Metric, Mitigation, ModelBundle, Policy,
 from bench.types import Executor, RunInfo
 
 if TYPE_CHECKING:  # typing only: bench.options sits above the plugin manager that loads this module
-    from bench.options import CliOption
+    from bench.components import CliOption
 
 PROJECT = "collapse_bench"
 
@@ -161,7 +161,7 @@ def bench_cli_options(command: str, register: Callable[[CliOption], None]) -> No
     """Add options to a ``bench`` command (the CLI itself names no plugin's flag).
 
     :param command: the command whose options are being read: ``run`` or ``sweep``.
-    :param register: call ``register(bench.options.CliOption(...))`` once per option.
+    :param register: call ``register(bench.CliOption(...))`` once per option.
     The command shows each option in its help; a value given sets a model parameter
     (``param``), an executor option (``executor``, ``executor_option``), or is handed to the
     option's ``around`` context manager, entered around the runs. A flag registered by two plugins

@@ -244,7 +244,7 @@ def build(paths: Iterable[str | Path], track: str | None = None, out: str | Path
     if not paths:
         raise BenchError("give at least one folder of results (for example results/)")
     if headline is not None:
-        from bench.suite import override_headline
+        from bench.collapse import override_headline
 
         headline = override_headline(headline)
     workers = default_workers() if workers is None else workers

@@ -18,6 +18,7 @@ from typing import Any, Iterable, Mapping
 from bench.components import Mitigation, ModelBundle
 from bench.errors import BenchError
 from bench.plugins import Bench, suggest
+from bench.types import parse_scalar
 
 
 def split(text: str | Iterable[str]) -> list[tuple[str, str | None]]:
@@ -142,9 +143,8 @@ def translate(b: Bench, plugin: str, text: str | Iterable[str], policy: str | No
         else:
             if value is None:
                 raise BenchError(f"mitigation {name!r} needs a value: {m.example or name + ':VALUE'}")
-            from bench.spec import _parse_scalar
 
-            overrides[m.param] = _parse_scalar(value)
+            overrides[m.param] = parse_scalar(value)
     if chosen is not None and policy is not None and policy != chosen:
         raise BenchError(f"--policy {policy} and --mitigation {label} both choose the policy; give one")
     return chosen or policy, overrides

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.components import CliOption  # noqa: F401 (re-exported: plugins built against bench.options)
 from bench.errors import BenchError
 
 DEFAULT_PLUGIN = "gmm"  # the model of the README's first command; CLI and API share it
@@ -152,35 +152,6 @@ def load_config(path: str | Path) -> dict[str, Any]:
 # -- plugins' command-line options ----------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class CliOption:
-    """A command-line option a plugin adds to a ``bench`` command (``bench_cli_options`` hook).
-
-    ``flag`` is the long flag (``--model``) and ``help`` its help line. What the value does:
-
-    - ``param`` (``bench run``): sets that model parameter, as ``--set PARAM=VALUE`` does;
-    - ``executor`` and ``executor_option`` (``bench sweep``): the value is that option of that
-      executor, and giving the flag to a sweep of another executor is an error;
-    - ``around`` (``bench run``): ``around(value)`` is a context manager the command enters around
-      the runs; it yields ``None`` or a function that gets the run outcomes once they ended and
-      returns lines to print after the results.
-    """
-
-    flag: str
-    help: str
-    metavar: str | None = None
-    type: type = str
-    param: str | None = None
-    executor: str | None = None
-    executor_option: str | None = None
-    around: Callable[[Any], AbstractContextManager[Callable[[list], list[str]] | None]] | None = None
-
-    @property
-    def name(self) -> str:
-        """The option's name as a Python identifier: ``--slurm-time`` -> ``slurm_time``."""
-        return self.flag.lstrip("-").replace("-", "_")
-
-
 def cli_options(bench: Any, command: str) -> list[CliOption]:
     """The options plugins add to ``bench COMMAND``, plugin by plugin; a flag registered twice is
     a PluginError naming both plugins."""
@@ -194,7 +165,7 @@ def cli_options(bench: Any, command: str) -> list[CliOption]:
         def register(option: Any, _plugin: str = plugin) -> None:
             if not isinstance(option, CliOption):
                 raise PluginError(f"plugin {_plugin!r} registered {type(option).__name__} through {hook}; "
-                                  "expected bench.options.CliOption")
+                                  "expected bench.CliOption")
             if not option.flag.startswith("--") or len(option.flag) < 3:
                 raise PluginError(f"plugin {_plugin!r}: option {option.flag!r} must be a long flag like --name")
             if option.flag in owners:

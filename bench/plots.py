@@ -346,10 +346,12 @@ def _draw_trajectories(ax, entries: dict[str, list[RunData]], metric: str) -> in
 
 
 def _save(fig, path: Path) -> Path:
+    import io
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png", dpi=DPI)
-    tmp.replace(path)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI)
+    R.write_bytes(path, buf.getvalue())
     return path
 
 

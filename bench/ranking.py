@@ -274,7 +274,7 @@ def make_board(track_id: str, recs: Sequence[Any], idx: list[int], rows: _Rows, 
     board = Board(track=dict(first.track), slug="", generations=n_gen, main=list(cover), rows=metric_rows,
                   entries=entry_list, stats=stats, runs=len(used), curves=curves,
                   members=[[int(x) for x in local[groups[e]]] for e in perm])
-    from bench.suite import attach_headline
+    from bench.collapse import attach_headline
 
     attach_headline(board, [recs[i] for i in used], headline, warnings)
     return board, dupes

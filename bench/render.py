@@ -116,7 +116,7 @@ _LEGEND = ("Cells: the mean over seeds ± the half-width of its 95% t-interval (
 
 
 def _collapse_legend(b: Board) -> str:
-    from bench.suite import collapse_legend
+    from bench.collapse import collapse_legend
 
     return collapse_legend(b.headline, b.generations)
 

@@ -9,6 +9,7 @@ leaves out the policy and the start, so runs that differ only in those share gen
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -18,6 +19,7 @@ from bench.components import STARTS
 from bench.errors import BenchError
 from bench.plugins import Bench, suggest
 from bench.types import DEFAULT_GENERATIONS, Spec, _digest  # noqa: F401 (re-exported: their home is bench.types)
+from bench.types import parse_scalar as _parse_scalar
 
 # Keys a preset may hold besides the bundle's params.
 PRESET_KEYS = ("generations", "policy", "start")
@@ -228,11 +230,14 @@ def resolve(
             )
         params[key] = _coerce(key, value, params[key], f"--set {key}")
 
-    if pol.validate is not None:
-        try:
+    try:
+        messages = list(pol.check(policy_params) or ()) if pol.check is not None else []
+        if pol.validate is not None:  # the older form: ValueError for the user
             pol.validate(policy_params)
-        except ValueError as exc:
-            raise BenchError(f"policy {policy_name!r}: {exc}") from None
+    except (BenchError, ValueError) as exc:
+        raise BenchError(f"policy {policy_name!r}: {exc}") from None
+    for message in messages:
+        warnings.warn(f"policy {policy_name!r}: {message}", stacklevel=2)
     from bench import mitigations as _mitigations
 
     reason = _mitigations.policy_unavailable(bench, bundle, params, policy_name, policy_params)
@@ -272,16 +277,3 @@ def resolve(
 
 
 # A number with an exponent that YAML 1.1 reads as a string: 1e-2, 3E5, 1.0e5 (it wants "1.0e+5").
-_EXPONENT_NUMBER = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)[eE][-+]?\d+")
-
-
-def _parse_scalar(text: str) -> Any:
-    """A value typed by the user (``--set``, a policy value) read as a YAML scalar, except that
-    numbers with an exponent are floats, as one would expect of ``1e-2``."""
-    if _EXPONENT_NUMBER.fullmatch(text.strip()):
-        return float(text)
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import results as R
+from bench import runfolder as RF
 from bench.errors import BenchError
 from bench.executors import (
     BUSY,
@@ -558,8 +559,8 @@ def dry_run_lines(b: Bench, sweep: Sweep) -> list[str]:
             state = "finished (skip)"
         elif (run.folder / R.RUN_JSON).is_file():
             try:
-                status = R.read_json(run.folder / R.RUN_JSON).get("status")
-            except (OSError, ValueError):
+                status = RF.read_run_json(run.folder).status
+            except BenchError:
                 status = None
             # No lock probe here: taking the run's lock, even briefly, could turn a sweep away.
             state = f"{'failed' if status == 'failed' else 'partial'} {run.done}/{total}"

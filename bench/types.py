@@ -170,3 +170,19 @@ class Executor:
     check: Callable[[ExecutorSettings], None] | None = None
     description: str = ""
     version: str = "1"
+
+
+_EXPONENT_NUMBER = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)[eE][-+]?\d+")
+
+
+def parse_scalar(text: str) -> Any:
+    """A value typed by the user (``--set``, a policy value) read as a YAML scalar, except that
+    numbers with an exponent are floats, as one would expect of ``1e-2``."""
+    if _EXPONENT_NUMBER.fullmatch(text.strip()):
+        return float(text)
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text

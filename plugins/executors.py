@@ -392,7 +392,7 @@ def bench_register_executors(register):
 
 @bench.hookimpl
 def bench_cli_options(command, register):
-    from bench.options import CliOption
+    from bench import CliOption
 
     if command != "sweep":
         return

@@ -223,7 +223,7 @@ def bench_register_mitigations(register):
 
 @bench.hookimpl
 def bench_cli_options(command, register):
-    from bench.options import CliOption
+    from bench import CliOption
 
     if command != "run":
         return

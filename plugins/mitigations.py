@@ -57,25 +57,26 @@ def own(ctx: VerifyContext, samples: Samples) -> np.ndarray:
 # -- selecting policies -------------------------------------------------------------------------------
 
 
-def _check_verifier(params) -> None:
+def _check_verifier(params) -> list[str]:
     v = params.get("verifier")
     if not isinstance(v, str) or not v:
-        raise ValueError(f"verifier must be a verifier's name (oracle, m0, self, ...), got {v!r}")
+        raise bench.BenchError(f"verifier must be a verifier's name (oracle, m0, self, ...), got {v!r}")
+    return []
 
 
-def _check_best_of(params) -> None:
+def _check_best_of(params) -> list[str]:
     k = params.get("k")
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"K must be a positive integer (candidates per kept sample), got {k!r} "
-                         "(for example --policy best-of:4)")
-    _check_verifier(params)
+        raise bench.BenchError(f"K must be a positive integer (candidates per kept sample), got {k!r} "
+                               "(for example --policy best-of:4)")
+    return _check_verifier(params)
 
 
-def _check_filter(params) -> None:
+def _check_filter(params) -> list[str]:
     q = params.get("q")
     if isinstance(q, bool) or not isinstance(q, (int, float)) or not 0.0 <= float(q) < 1.0:
-        raise ValueError(f"Q must be a quantile in [0, 1), got {q!r} (for example --policy filter:0.5)")
-    _check_verifier(params)
+        raise bench.BenchError(f"Q must be a quantile in [0, 1), got {q!r} (for example --policy filter:0.5)")
+    return _check_verifier(params)
 
 
 def best_of_candidates(params, n: int) -> int:
@@ -135,13 +136,13 @@ def bench_register_verifiers(register):
 def bench_register_policies(register):
     register(bench.Policy(
         "filter", filter_, params={"q": 0.5, "verifier": "m0"}, positional=("q", "verifier"),
-        validate=_check_filter, candidates=filter_candidates, citation=FEND,
+        check=_check_filter, candidates=filter_candidates, citation=FEND,
         description="drop synthetic samples scoring below the Q-quantile of the real data's verifier "
                     "scores; refill from extra candidates to keep the size",
     ))
     register(bench.Policy(
         "best-of", best_of, params={"k": 2, "verifier": "m0"}, positional=("k", "verifier"),
-        validate=_check_best_of, candidates=best_of_candidates, citation=FERBACH,
+        check=_check_best_of, candidates=best_of_candidates, citation=FERBACH,
         description="keep the best n of K*n candidates by the verifier's score",
     ))
 

@@ -21,19 +21,21 @@ import bench
 from bench.components import PolicyContext, Samples
 
 
-def _check_fraction(params) -> None:
+def _check_fraction(params) -> list[str]:
     p = params.get("p")
     if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= float(p) <= 1.0:
-        raise ValueError(
+        raise bench.BenchError(
             f"the real-data fraction P must be a number between 0 and 1, got {p!r} "
             "(for example --policy mix:0.1)"
         )
+    return []
 
 
-def _check_size(params) -> None:
+def _check_size(params) -> list[str]:
     size = params.get("size")
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
-        raise ValueError(f"size must be a positive integer or left unset, got {size!r}")
+        raise bench.BenchError(f"size must be a positive integer or left unset, got {size!r}")
+    return []
 
 
 def _subset(samples: Samples, n: int, rng: np.random.Generator) -> Samples:
@@ -97,7 +99,7 @@ def bench_register_policies(register):
             mix,
             params={"p": 0.1},
             positional="p",
-            validate=_check_fraction,
+            check=_check_fraction,
             citation=f"{SHUMAILOV}, setting (b)",
             description="a fresh random fraction p of real data each generation, total size fixed",
         )
@@ -110,7 +112,7 @@ def bench_register_policies(register):
             accumulate_subsample,
             params={"size": None},
             positional="size",
-            validate=_check_size,
+            check=_check_size,
             citation=KAZDAN,
             description="a fixed-size random subset of the accumulated pool",
         )
@@ -121,7 +123,7 @@ def bench_register_policies(register):
             fresh,
             params={"p": 0.1},
             positional="p",
-            validate=_check_fraction,
+            check=_check_fraction,
             needs=("fresh-data",),
             citation=ALEMOHAMMAD,
             description="a fraction p of new, unseen real data each generation plus synthetic",

@@ -190,7 +190,7 @@ def logging_to(folder: str | Path) -> Iterator[Callable[[list], list[str]]]:
 
 @bench.hookimpl
 def bench_cli_options(command, register):
-    from bench.options import CliOption
+    from bench import CliOption
 
     if command == "run":
         register(CliOption("--tensorboard", metavar="DIR", around=logging_to,

@@ -67,6 +67,7 @@ def test_every_public_name_has_a_docstring_of_its_own(name):
     assert not text.startswith(f"{name}("), f"bench.{name} has only the generated dataclass docstring"
 
 
+@pytest.mark.slow
 def test_the_reference_built_as_docs_api_md_says_has_every_public_name(reference):
     page = (reference / "bench.html").read_text()
     missing = [name for name in public_names() if f'id="{name}"' not in page]

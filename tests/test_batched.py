@@ -167,6 +167,7 @@ def test_one_component_is_the_maximum_likelihood_gaussian(d):
     assert np.allclose(state["covariances"][0], expected, rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.slow
 def test_em_likelihood_matches_scikit_learn_on_the_paper_data():
     """One N(0, I) blob, 1000 points, the paper's settings: the two EMs stop at local maxima of a
     flat likelihood, so they differ per data set; over 24 data sets the mean paired difference of
@@ -185,6 +186,7 @@ def test_em_likelihood_matches_scikit_learn_on_the_paper_data():
     assert np.abs(diffs).max() < 5e-3  # both near the maximum: a fraction of a millinat per point
 
 
+@pytest.mark.slow
 def test_collapse_statistics_agree_with_the_notebook_loop():
     """Final collapse statistics of 24 chains of each loop agree within seed variation.
 

@@ -142,6 +142,7 @@ class TextToy:
             inputs=lambda ctx: {"predictions": [str(int(x)) for x in ctx.samples.data[:, 0]]}))
 
 
+@pytest.mark.slow
 def test_evaluate_metric_rows_equal_independent_values(tmp_path):
     folder, script = _modules(tmp_path)
     b = Bench(extra_plugins=[TextToy(folder, script)])
@@ -215,6 +216,7 @@ def _ref_stats(references):
             "lm-refs/first_words": float(sum((i + 1) * len(r.split()[0]) for i, r in enumerate(references)))}
 
 
+@pytest.mark.slow
 def test_language_model_references_are_the_next_real_blocks(tmp_path):
     """For the LM bundles (no text column on real data) the references are real blocks 1..n-1, read
     from the generated samples' ``prompt`` column (sample i continues real block i); checked on a

@@ -126,6 +126,7 @@ def test_config_file_mistakes(capsys, tmp_path):
     assert code == 2 and "not valid YAML" in err
 
 
+@pytest.mark.slow
 def test_run_reports_where_the_results_are_and_progress_lines(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "bench.cli", "run", "--plugin", "gaussian", "--seeds", "0-1",
                            "--out", str(tmp_path)], capture_output=True, text=True)

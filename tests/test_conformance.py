@@ -232,6 +232,7 @@ def _two_units(req):
     ("categorical", _categorical_nll, "log-likelihoods are positive"),
     ("vectors", _two_units, "units must equal the dimension d = 1 of each vector; got 2"),
 ])
+@pytest.mark.slow
 def test_a_scorer_not_in_nats_per_unit_fails_the_nll_check(kind, score, expected):
     findings = check(Variant(kind=kind, score=score))
     assert failed(findings) == {"nll-units"}

@@ -136,6 +136,7 @@ def trace_after(lam: float, estimator: str, replicates: int, seed: int) -> np.nd
     # The maximum-likelihood refit shrinks by (M-1)/M a step; temperature M/(M-1) undoes it.
     (M_SAMPLES / (M_SAMPLES - 1), "mle", (M_SAMPLES - 1) / M_SAMPLES),
 ])
+@pytest.mark.slow
 def test_sampling_bias_scales_the_expected_trace_by_lambda_to_the_T(lam, estimator, shrink):
     traces = trace_after(lam, estimator, REPLICATES, seed=int(lam * 100))
     tr0 = np.trace(GAUSS_STATE["cov"])

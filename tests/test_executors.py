@@ -102,6 +102,7 @@ def _check_outcome(summary, out):
     assert_same_results(by_entry[(1.0, 1)]["folder"], local.folder)
 
 
+@pytest.mark.slow
 def test_dask_on_a_local_cluster_on_loopback_with_gpu_resource_tags(tmp_path):
     path = write_sweep(tmp_path / "s.yaml", SWEEP + "executor: dask\nworkers: 2\n"
                        "dask:\n  resources: {GPU: 1}\n  worker_resources: {GPU: 1}\n")
@@ -112,6 +113,7 @@ def test_dask_on_a_local_cluster_on_loopback_with_gpu_resource_tags(tmp_path):
     assert summary.executor == "dask"
 
 
+@pytest.mark.slow
 def test_dask_through_a_running_scheduler(tmp_path):
     import logging
 
@@ -128,6 +130,7 @@ def test_dask_through_a_running_scheduler(tmp_path):
         assert len(cluster.scheduler_info["workers"]) == 1  # ours, untouched: the sweep closes only what it starts
 
 
+@pytest.mark.slow
 def test_slurm_through_submitits_local_executor(tmp_path):
     path = write_sweep(tmp_path / "s.yaml", SWEEP + "executor: slurm\nslurm:\n  cluster: local\n  poll_s: 0.2\n"
                        "  time: 10\n  array_parallelism: 2\n")
@@ -139,6 +142,7 @@ def test_slurm_through_submitits_local_executor(tmp_path):
     assert (tmp_path / "r" / ".submitit").is_dir()
 
 
+@pytest.mark.slow
 def test_a_preempted_slurm_job_is_requeued_and_resumes(tmp_path):
     import submitit
 
@@ -193,6 +197,7 @@ def signalled_sweep(tmp_path, send):
     return proc.returncode, stderr, summary, out
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_the_local_pool_and_the_runs_keep_their_generations(tmp_path):
     # A terminal's Ctrl-C: SIGINT to the whole process group (the sweep and its workers).
     code, stderr, summary, out = signalled_sweep(tmp_path, lambda proc: os.killpg(proc.pid, signal.SIGINT))
@@ -215,6 +220,7 @@ def test_slurm_without_slurm_says_how_to_run_locally(monkeypatch, tmp_path):
         E.check_slurm(S.ExecutorSettings(out=tmp_path, options=dict(E.SLURM_OPTIONS)))
 
 
+@pytest.mark.slow
 def test_sigterm_to_the_sweep_alone_stops_its_workers_too(tmp_path):
     """A scheduler or `kill` signals only the sweep process: its workers must stop with it."""
     code, stderr, summary, out = signalled_sweep(tmp_path, lambda proc: proc.send_signal(signal.SIGTERM))

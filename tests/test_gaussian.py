@@ -363,6 +363,7 @@ def theory(estimator: str, n: int) -> dict[str, float]:
             "w2sq": 2 * s2 * (1 - (c4(M) * math.sqrt(r)) ** n)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("estimator", ["unbiased", "mle"])
 def test_expected_variance(chains_1d, estimator):
     var = chains_1d[estimator]["var"][:, :, 0]
@@ -372,6 +373,7 @@ def test_expected_variance(chains_1d, estimator):
         assert_detectable(SIGMA**2 - theory("mle", N_FITS)["var"], se, "MLE shrinkage")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("estimator", ["unbiased", "mle"])
 def test_variance_of_the_mean(chains_1d, estimator):
     mu = chains_1d[estimator]["mu"][:, :, 0]
@@ -383,6 +385,7 @@ def test_variance_of_the_mean(chains_1d, estimator):
     assert_detectable(theory(estimator, N_FITS)["var_mu"] - SIGMA**2 / M, se, "random walk of the mean")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("estimator", ["unbiased", "mle"])
 def test_expected_standard_deviation(chains_1d, estimator):
     sd = np.sqrt(chains_1d[estimator]["var"][:, :, 0])
@@ -391,6 +394,7 @@ def test_expected_standard_deviation(chains_1d, estimator):
     assert_detectable(SIGMA - theory(estimator, N_FITS)["sd"], se, "fall of E[sigma_n]")  # even when unbiased
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("estimator", ["unbiased", "mle"])
 def test_expected_w2sq(chains_1d, estimator):
     w2sq = chains_1d[estimator]["w2sq"]
@@ -402,6 +406,7 @@ def test_expected_w2sq(chains_1d, estimator):
         assert_detectable(2 * SIGMA**2 * (1 - c4(M) ** N_FITS), se, "W2 variance term")
 
 
+@pytest.mark.slow
 def test_log_variance_drifts_down(chains_1d):
     """E[log sigma_n^2 - log sigma_{n-1}^2] = digamma((M-1)/2) + ln(2/(M-1)) < 0 (sigma_0 = SIGMA):
     the unbiased variance is a martingale that still collapses almost surely."""
@@ -412,6 +417,7 @@ def test_log_variance_drifts_down(chains_1d):
     assert_detectable(drift, se, "log-variance drift")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("estimator", ["unbiased", "mle"])
 def test_d_dimensional_chain(reg, estimator):
     """In d dimensions each coordinate's marginal is a 1-D chain, so E[tr Sigma_n]/d and
@@ -428,6 +434,7 @@ def test_d_dimensional_chain(reg, estimator):
 # --------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_categorical_absorption_law(reg):
     """Chains refitted from M draws are absorbed at one state, at state i with probability q_i."""
     n_states, m, chains = 4, 10, 2500
@@ -457,6 +464,7 @@ def test_categorical_absorption_law(reg):
     assert_detectable(q[0] - 1 / n_states, math.sqrt(q[0] * (1 - q[0]) / chains), "absorption vs uniform")
 
 
+@pytest.mark.slow
 def test_categorical_state_vanishes_with_probability_one_minus_p_to_the_m(reg):
     m, trials = 20, 20000
     probs = np.array([0.05, 0.1, 0.85])

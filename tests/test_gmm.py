@@ -298,6 +298,7 @@ def test_registration_and_presets():
     assert set(bundle.presets) >= {"smoke", "paper"}
 
 
+@pytest.mark.slow
 def test_recursive_chain_std_falls_and_l2_grows():
     """Refit on own samples (M = 30, 40 generations, 6 chains): the stds shrink towards 0."""
     params = _params(n_samples=30, n_test=10)

@@ -106,6 +106,7 @@ def test_tce_one_masks_nothing_even_where_the_probability_rounds_to_one():
     assert mask.tolist() == [True, False, True] and out.tolist() == [H.IGNORE_INDEX, 2, H.IGNORE_INDEX]
 
 
+@pytest.mark.slow
 def test_tce_one_is_plain_cross_entropy_bit_for_bit(params, confident):
     """At generation 1 the masking runs (and at G = 1 masks nothing); at generation 0 it does not run
     at all. On a model predicting most tokens with probability near 1 both give the same states and
@@ -273,6 +274,7 @@ def test_token_edit_is_deterministic_for_an_rng(params, init):
 # --------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_smoke_runs_with_tce_and_with_token_edit(capsys, tmp_path):
     """G = P = 0.02: after one epoch at test size the toy model gives most tokens a few percent (the
     source has 60 words), so both the mask and the edit have work to do; at 0.9 neither would."""

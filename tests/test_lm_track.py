@@ -31,6 +31,7 @@ def without_throughput(df):
     return df[~df.metric.str.startswith("throughput/")].reset_index(drop=True)
 
 
+@pytest.mark.slow
 def test_smoke_code_at_test_size_runs_end_to_end(capsys, tmp_path):
     code, out, err = bench_cli(capsys, "run", "--plugin", "opt125m", "--preset", "smoke", "-g", "2",
                                "--out", str(tmp_path), *TINY)
@@ -59,6 +60,7 @@ def test_smoke_code_at_test_size_runs_end_to_end(capsys, tmp_path):
     assert out.count("generation ") == 3
 
 
+@pytest.mark.slow
 def test_lm_run_resumes_to_the_same_results(capsys, tmp_path, monkeypatch):
     args = ["run", "--plugin", "opt125m", "--preset", "smoke", "-g", "2", *TINY]
     code, _, err = bench_cli(capsys, *args, "--out", str(tmp_path / "whole"))

@@ -102,6 +102,7 @@ def test_one_progress_display_for_the_group(batched, tmp_path, capsys):
     assert "btoy x2: 10/10 generations over 2 chains" in err
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_a_lockstep_group_and_the_same_command_finishes_it(tmp_path):
     """SIGINT to `bench run --seeds 0-2` of a batched trainer: exit 130, every chain interrupted with
     its finished generations kept; the same command then ends as lone runs do."""

@@ -200,6 +200,7 @@ def test_state_retention(toy_bench, tmp_path, keep, kept):
     assert have == kept
 
 
+@pytest.mark.slow
 def test_kill_9_mid_run_then_the_same_command_finishes_identically(tmp_path):
     """A real process killed with SIGKILL, then resumed by the same command line."""
     cmd = [sys.executable, "-m", "bench.cli", "run", "--plugin", "gaussian", "--preset", "smoke",
@@ -233,6 +234,7 @@ def test_resuming_under_different_plugin_code_warns(toy_bench, tmp_path):
     assert "resuming under different plugin code" in (runs[0].path / "log.txt").read_text()
 
 
+@pytest.mark.slow
 def test_progress_bar_on_a_terminal(tmp_path):
     """On a terminal the progress is a bar (tqdm) redrawn in place, ending at the last generation."""
     import fcntl

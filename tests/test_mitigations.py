@@ -47,6 +47,7 @@ def _ctx(real, candidates, verify, params, n_rng=0, state=None):
                          verify=verify, state=state, record={})
 
 
+@pytest.mark.slow
 def test_best_of_2_self_variance_by_monte_carlo():
     """One generation through the plugin's own fit, generator, verifier and policy, many times:
     the mean of s^2 / sigma_prev^2 matches the exact expectation within 4 standard errors."""

@@ -87,6 +87,7 @@ def test_bench_plugins_lists_third_party_with_version_and_registrations(third_pa
     assert "extra 2.5.0 (extra-policy)" in proc.stdout and "policies: keep-first" in proc.stdout
 
 
+@pytest.mark.slow
 def test_env_var_limits_third_party_plugins_but_first_party_always_load(third_party):
     assert "extra" not in plugins_json(dict(third_party, BENCH_PLUGINS=""))
     assert "extra" in plugins_json(dict(third_party, BENCH_PLUGINS="extra"))

@@ -13,6 +13,8 @@ import bench.api as cb
 from bench.cli import main
 from bench.spec import parse_seeds
 
+pytestmark = pytest.mark.slow  # every README figure is a real smoke run (about 14 minutes on 2 cores)
+
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 

@@ -169,6 +169,7 @@ def _png_size(path):
         return im.format, im.size
 
 
+@pytest.mark.slow
 def test_plot_draws_each_entry_as_seed_mean_and_band(vector_runs, tmp_path):
     files = P.plot([vector_runs], tmp_path, metrics=["gaussian-w2sq", "test-perplexity"])
     assert sorted(f.name for f in files) == ["gaussian-w2sq.png", "test-perplexity.png"]
@@ -249,6 +250,7 @@ def test_plot_user_mistakes_and_malformed_runs(vector_runs, tmp_path):
     assert len(files) == 1
 
 
+@pytest.mark.slow
 def test_plot_and_report_survive_inf_nan_and_math_in_names(vector_runs, tmp_path):
     run = copy_run(R.find_runs([vector_runs])[0], tmp_path / "runs")
     edit_json(run / R.RUN_JSON, lambda i: i["identity"].update(policy="cost $^$ {"))
@@ -266,6 +268,7 @@ def test_plot_and_report_survive_inf_nan_and_math_in_names(vector_runs, tmp_path
     assert "test-perplexity lower" in text and " inf " in text and " nan " in text
 
 
+@pytest.mark.slow
 def test_lm_run_gets_figure1_and_hides_throughput(lm_run, tmp_path):
     files = P.plot([lm_run], tmp_path, metrics=["test-perplexity", "reference-nll"])
     names = sorted(f.name for f in files)
@@ -346,6 +349,7 @@ def _assert_real_render(png):
     assert 0.02 < non_white < 0.9, non_white
 
 
+@pytest.mark.slow
 def test_run_page_in_chromium_escapes_markup(vector_runs, chromium, tmp_path):
     run = copy_run(R.find_runs([vector_runs])[0], tmp_path / "runs", "crafted")
 
@@ -374,6 +378,7 @@ def test_run_page_in_chromium_escapes_markup(vector_runs, chromium, tmp_path):
     assert len(imgs) == 3  # two metric plots and the scatter
 
 
+@pytest.mark.slow
 def test_lm_run_page_in_chromium_shows_prompts_and_figure1(lm_run, chromium, tmp_path):
     (page,) = RP.report([lm_run], tmp_path, metrics=["test-perplexity"])
     _assert_self_contained(page.read_text())

@@ -162,6 +162,7 @@ def test_override_headline_is_checked():
 # -- the suite table on real runs -----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_gens_to_collapse_in_the_track_tables(suite, results, bench_plugins):
     _, out, _ = suite
     df = read_runs(results)
@@ -308,6 +309,7 @@ def test_na_cells_say_why_and_missing_runs_say_no_runs(suite, bench_plugins):
     assert table.diff_mean.dtype == float  # negative numbers stay numbers
 
 
+@pytest.mark.slow
 def test_outputs_and_cli_summary(results, tmp_path, capsys):
     code, stdout, stderr = bench_cli(capsys, "leaderboard", results, "--suite", "--out", tmp_path / "lb")
     assert code == 0, stderr
@@ -333,6 +335,7 @@ def test_outputs_and_cli_summary(results, tmp_path, capsys):
     assert code == 0 and not (tmp_path / "plain" / "suite.md").exists() and "suite table" not in stdout
 
 
+@pytest.mark.slow
 def test_headline_override(results, tmp_path, capsys):
     """--headline categorical-support (higher is better) --threshold 0.7 --mode ratio: collapse when
     the support falls to 70% of generation 0's; gaussian has no such row: n/a, and no column."""
@@ -419,6 +422,7 @@ def test_markup_is_escaped(crafted):
     json.loads((out / "suite.json").read_text())
 
 
+@pytest.mark.slow
 def test_page_renders_in_chromium(crafted, chromium, tmp_path, bench_plugins):
     from html.parser import HTMLParser
 

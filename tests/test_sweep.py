@@ -47,6 +47,7 @@ def sweep_env():
     return env
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, text, workers", [("grid.yaml", ISSUE_YAML, 2), ("grid.toml", ISSUE_TOML, 1)])
 def test_the_issue_grid_runs_in_yaml_and_toml(capsys, tmp_path, name, text, workers):
     (tmp_path / name).write_text(text)
@@ -130,6 +131,7 @@ def test_extending_generations_reruns_and_dry_run_shows_what_is_finished(capsys,
     assert R.finished_generations(R.find_runs([out])[0]) == 6
 
 
+@pytest.mark.slow
 def test_one_failing_run_does_not_stop_the_others(capsys, tmp_path):
     # std = -1 passes the spec's type check and fails when the run loads its real data.
     (tmp_path / "s.yaml").write_text("plugin: gaussian\ngenerations: 3\ngrid:\n  std: [1.0, -1.0, 2.0]\n")
@@ -290,6 +292,7 @@ def _start_sweep(path, out, *extra):
                             start_new_session=True)
 
 
+@pytest.mark.slow
 def test_a_killed_sweep_rerun_finishes_only_what_is_missing(tmp_path):
     (tmp_path / "s.yaml").write_text("plugin: gaussian\ngenerations: 150\nseeds: 0-2\n")
     out = tmp_path / "r"
@@ -322,6 +325,7 @@ def test_a_killed_sweep_rerun_finishes_only_what_is_missing(tmp_path):
     assert_same_results(runs[1].folder, reference)
 
 
+@pytest.mark.slow
 def test_two_sweeps_at_once_on_one_folder_lose_nothing(tmp_path):
     out = tmp_path / "r"
     (tmp_path / "a.yaml").write_text("plugin: gaussian\ngenerations: 40\nseeds: 0-1\n"

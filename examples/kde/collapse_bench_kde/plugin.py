@@ -178,12 +178,13 @@ def compute_variance_ratio(ctx: bench.MetricContext) -> float:
 # --------------------------------------------------------------------------------------------------
 
 
-def check_curate(params) -> None:
+def check_curate(params) -> list[str]:
     q = params.get("q")
     if isinstance(q, bool) or not isinstance(q, (int, float)) or not 0.0 < float(q) <= 1.0:
-        raise ValueError(
+        raise bench.BenchError(
             f"the kept fraction Q must be a number in (0, 1], got {q!r} (for example --policy curate:0.5)"
         )
+    return []
 
 
 def curate(ctx: bench.PolicyContext) -> bench.Samples:
@@ -264,6 +265,6 @@ def bench_register_metrics(register):
 @bench.hookimpl
 def bench_register_policies(register):
     register(bench.Policy(
-        "curate", curate, params={"q": 0.5}, positional="q", validate=check_curate,
+        "curate", curate, params={"q": 0.5}, positional="q", check=check_curate,
         description="the top fraction q of the newest samples by likelihood under M_k, topped up with real data",
     ))

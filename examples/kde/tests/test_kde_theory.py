@@ -131,6 +131,7 @@ def simulate_variance_ratios(real, rule, chains, generations, seed):
     (200, 2, "scott", 400, 5),      # the smoke preset's setting
     (10, 1, "silverman", 4000, 3),  # small n, where the -1/n term matters
 ])
+@pytest.mark.slow
 def test_expected_variance_ratio_is_rho_to_the_k_plus_1(n, d, rule, chains, generations):
     real = np.random.default_rng([n, d, 1]).normal(size=(n, d))
     ratios = simulate_variance_ratios(real, rule, chains, generations, seed=n)
@@ -140,6 +141,7 @@ def test_expected_variance_ratio_is_rho_to_the_k_plus_1(n, d, rule, chains, gene
     assert np.all(np.abs(mean - expected) <= Z * se), (mean, expected, se)
 
 
+@pytest.mark.slow
 def test_the_simulation_can_tell_the_finite_n_term():
     """The naive (1 + c^2)^(k+1) is rejected where 1/n is not small: the check above has power."""
     n, d, rule, chains, generations = 10, 1, "scott", 4000, 3
@@ -203,7 +205,7 @@ def test_curate_with_q_1_is_the_newest_samples_and_nan_ranks_last():
 
 @pytest.mark.parametrize("bad", [0, 0.0, -0.1, 1.5, "half", True, None])
 def test_curate_refuses_q_outside_0_1(bad):
-    with pytest.raises(ValueError, match=r"Q must be a number in \(0, 1\]"):
+    with pytest.raises(bench.BenchError, match=r"Q must be a number in \(0, 1\]"):
         kde.check_curate({"q": bad})
 
 
