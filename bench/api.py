@@ -13,7 +13,13 @@ from typing import Any, Iterable, Mapping
 from bench import results as R
 from bench.executors import thread_limits
 from bench.loop import Run, RunOutcome, batchable, run_group
-from bench.options import DEFAULT_KEEP_STATES, DEFAULT_OUT, DEFAULT_PLUGIN, RunOptions  # noqa: F401
+from bench.options import (  # noqa: F401
+    DEFAULT_KEEP_STATES,
+    DEFAULT_ON_NONFINITE,
+    DEFAULT_OUT,
+    DEFAULT_PLUGIN,
+    RunOptions,
+)
 from bench.plugins import Bench
 from bench.progress import GroupProgress, Progress
 from bench.spec import Spec
@@ -55,21 +61,25 @@ def run(
     progress: bool = False,
     keep_states: str | None = None,
     threads: int | None = None,
+    on_nonfinite: str | None = None,
     bench: Bench | None = None,
     **options: Any,
 ) -> list[RunOutcome]:
     """Run (or resume, or extend) one chain per seed; return where each run lives and its status.
 
     Options are those of :func:`specs`, plus ``out``, ``keep_states`` (``first-last``, ``all`` or
-    ``every:N``) and ``threads`` (the thread limit of numeric libraries while the runs go; default
-    :func:`bench.options.default_threads`). Runs already complete return at once.
+    ``every:N``), ``threads`` (the thread limit of numeric libraries while the runs go; default
+    :func:`bench.options.default_threads`) and ``on_nonfinite`` (``stop``, the default: a run whose
+    state, samples or scores hold NaN or inf fails; ``record``: it goes on and marks them). Runs
+    already complete return at once.
     """
     b = bench or Bench()
     config = options.pop("config", None)
     parsed = RunOptions.parse({**options, "plugin": plugin, "preset": preset, "out": out,
-                               "keep_states": keep_states, "threads": threads}, config=config)
+                               "keep_states": keep_states, "threads": threads, "on_nonfinite": on_nonfinite},
+                              config=config)
     return execute(b, parsed.specs(b), parsed.out, keep_states=parsed.keep_states, progress=progress,
-                   threads=parsed.thread_limit())
+                   threads=parsed.thread_limit(), on_nonfinite=parsed.on_nonfinite)
 
 
 def lockstep_groups(b: Bench, run_specs: Iterable[Spec], batch: bool = True) -> list[list[Spec]]:
@@ -89,13 +99,15 @@ def lockstep_groups(b: Bench, run_specs: Iterable[Spec], batch: bool = True) -> 
 
 
 def execute(b: Bench, run_specs: Iterable[Spec], out: Path, keep_states: str = DEFAULT_KEEP_STATES,
-            progress: bool = False, threads: int | None = None) -> list[RunOutcome]:
+            progress: bool = False, threads: int | None = None,
+            on_nonfinite: str = DEFAULT_ON_NONFINITE) -> list[RunOutcome]:
     """Run resolved specs: groups of :func:`lockstep_groups` together, the others one after
     another, under a thread limit of ``threads`` (default :func:`bench.options.default_threads`).
     The first failure is raised once its group has stopped."""
-    from bench.options import default_threads, parse_keep_states, parse_threads
+    from bench.options import default_threads, parse_keep_states, parse_on_nonfinite, parse_threads
 
     keep_states = parse_keep_states(keep_states)
+    on_nonfinite = parse_on_nonfinite(on_nonfinite)
     limit = parse_threads(threads) or default_threads()
     outcomes: list[RunOutcome] = []
     with thread_limits(limit):
@@ -103,10 +115,11 @@ def execute(b: Bench, run_specs: Iterable[Spec], out: Path, keep_states: str = D
             if len(group) > 1:
                 shared = GroupProgress(f"{group[0].plugin} x{len(group)}", group, out) if progress else None
                 outcomes += run_group(b, group, out, keep_states=keep_states,
-                                      progress=shared.member if shared else None)
+                                      progress=shared.member if shared else None, on_nonfinite=on_nonfinite)
             else:
                 p = Progress(group[0].folder_name) if progress else None
-                outcomes.append(Run(b, group[0], out, keep_states=keep_states).execute(p))
+                outcomes.append(Run(b, group[0], out, keep_states=keep_states,
+                                    on_nonfinite=on_nonfinite).execute(p))
     return outcomes
 
 

@@ -87,9 +87,12 @@ def cli() -> None:
 @click.option("--keep-states", default=None, help="Model states to keep: first-last (default), all, or every:N.")
 @click.option("--threads", type=int, help="Thread limit of torch, BLAS and OpenMP during the runs (default: "
               "OMP_NUM_THREADS if set, else the cores up to 8). Not part of the spec: run ids stay the same.")
+@click.option("--on-nonfinite", type=click.Choice(["stop", "record"]), default=None,
+              help="When a state, samples or scores hold NaN or inf: stop (default; the run fails, naming the "
+                   "generation) or record (go on; run.json and the generations mark it). Not part of the spec.")
 @click.option("--dry-run", is_flag=True, help="Print the resolved spec and run folder; run nothing.")
 def run(plugin, preset, generations, seeds, policy, mitigation, start, sets, metrics, config, out, keep_states,
-        threads, dry_run, **plugin_values):
+        threads, on_nonfinite, dry_run, **plugin_values):
     """Run, resume or extend collapse chains (one run per seed).
 
     \b
@@ -109,7 +112,7 @@ def run(plugin, preset, generations, seeds, policy, mitigation, start, sets, met
     options = RunOptions.parse(
         {"plugin": plugin, "preset": preset, "generations": generations, "seeds": seeds, "policy": policy,
          "mitigation": mitigation, "start": start, "set": parse_assignments(sets), "metrics": list(metrics) or None,
-         "out": out, "keep_states": keep_states, "threads": threads},
+         "out": out, "keep_states": keep_states, "threads": threads, "on_nonfinite": on_nonfinite},
         config=config, plugin_options=_plugin_choices(ctx, plugin_values))
     b = _bench(ctx)
     if dry_run:  # resolved and checked by the model as the run would be; warnings on stderr
@@ -123,7 +126,7 @@ def run(plugin, preset, generations, seeds, policy, mitigation, start, sets, met
         finishers = [stack.enter_context(option.around(value))
                      for option, value in options.plugin_options if option.around is not None]
         outcomes = api.execute(b, specs, options.out, keep_states=options.keep_states, progress=True,
-                               threads=options.thread_limit())
+                               threads=options.thread_limit(), on_nonfinite=options.on_nonfinite)
         for finish in finishers:
             if finish is not None:
                 after += finish(outcomes)
@@ -142,14 +145,18 @@ def run(plugin, preset, generations, seeds, policy, mitigation, start, sets, met
 @click.option("--threads-per-worker", type=int, help="The same as --threads.")
 @click.option("--out", "-o", default=None, help="Folder for the run folders (default: the file's out, else results/).")
 @click.option("--keep-states", default=None, help="Model states to keep: first-last (default), all, or every:N.")
+@click.option("--on-nonfinite", type=click.Choice(["stop", "record"]), default=None,
+              help="When a state, samples or scores hold NaN or inf: stop (default; the run fails, naming the "
+                   "generation) or record (go on; run.json and the generations mark it). Not part of the spec.")
 @click.option("--summary", "summary_file", type=click.Path(dir_okay=False),
               help="Write the JSON summary here (default OUT/.sweeps/<time>-<file>-<pid>.json).")
 @click.option("--no-batch", is_flag=True, help="Never run seeds of one setting in lockstep; one run per task.")
 @click.option("--dry-run", is_flag=True, help="List the runs and which are finished; run nothing.")
-def sweep(file, executor, workers, threads, threads_per_worker, out, keep_states, summary_file, no_batch, dry_run,
-          **plugin_values):
+def sweep(file, executor, workers, threads, threads_per_worker, out, keep_states, on_nonfinite, summary_file, no_batch,
+          dry_run, **plugin_values):
     """Run a grid of runs from a YAML or TOML FILE; finished runs are skipped, so the same command
-    finishes what a crash left. Exits 1 if any run failed (the summary says which and why).
+    finishes what a crash left. Exits 1 if any run failed, or was busy (another process held it):
+    the summary says which and why.
 
     \b
     Example file:
@@ -177,7 +184,8 @@ def sweep(file, executor, workers, threads, threads_per_worker, out, keep_states
             flags[option.executor_option] = value
     sw = S.load(b, file, out=out, executor=executor, workers=workers,
                 threads_per_worker=threads if threads is not None else threads_per_worker,
-                keep_states=keep_states, batch=False if no_batch else None, summary=summary_file,
+                keep_states=keep_states, on_nonfinite=on_nonfinite, batch=False if no_batch else None,
+                summary=summary_file,
                 executor_flags=flags)
     if dry_run:
         for line in S.dry_run_lines(b, sw):
@@ -195,7 +203,7 @@ def sweep(file, executor, workers, threads, threads_per_worker, out, keep_states
         signal.signal(signal.SIGTERM, previous)
     for line in result.lines():
         click.echo(line)
-    if result.failed:
+    if not result.ok:
         sys.exit(1)
 
 
@@ -206,7 +214,7 @@ def sweep(file, executor, workers, threads, threads_per_worker, out, keep_states
 def show(run_folder, index):
     """Print one sample across generations: for text, a prompt's continuation as the model drifts."""
     from bench import results as R
-    from bench.runfolder import read_run_json
+    from bench.runfolder import SAMPLES_FILE, read_run_json, read_sample_row
 
     run_dir = Path(run_folder)
     if not (run_dir / R.RUN_JSON).is_file():
@@ -219,15 +227,15 @@ def show(run_folder, index):
     click.echo(f"{run_dir.name}: {spec['plugin']} {spec['preset']}, policy {info.policy_label}, "
                f"seed {spec['seed']}, {done} generation(s)")
     for k in range(done):
-        row = R.read_sample_row(run_dir / R.GENS_DIR / R.gen_name(k) / "samples.parquet", index)
+        row = read_sample_row(run_dir / R.GENS_DIR / R.gen_name(k) / SAMPLES_FILE, index)
         if k == 0 and row.get("column.prompt") is not None:
             click.echo(f"\nprompt {index} (real training block):\n  {row['column.prompt']}")
         body = row.get("column.text")
         if body is None:
             body = row["sample"]
-        score = row.get("loglik_reference")
-        units = row.get("units") or 1
-        extra = f"  [per-unit NLL under M_0: {-score / units:.3f}]" if score is not None else ""
+        score, units = row.get("loglik_reference"), row.get("units") or 1
+        numbers = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (score, units))
+        extra = f"  [per-unit NLL under M_0: {-score / units:.3f}]" if numbers else ""
         click.echo(f"\ngeneration {k} (drawn by M_{k}){extra}:\n  {body}")
 
 
@@ -238,7 +246,9 @@ def runs(results, as_json):
     """List runs with their state (complete, running, partial, failed with its reason) and
     generations done."""
     from bench.manage import list_runs
+    from bench.runfolder import find_run_dirs
 
+    find_run_dirs(results or ["results"])  # a path that does not exist is a mistake, not "no runs"
     states = list_runs(results or ["results"])
     if as_json:
         click.echo(json.dumps([{**s.__dict__, "path": str(s.path)} for s in states], indent=2))

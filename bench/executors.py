@@ -132,7 +132,8 @@ def execute_task(task: Task, bench: Any = None) -> list[TaskResult]:
             ran = {spec.run_id: _run_one(b, spec, task) for spec in todo}
         else:
             try:
-                outcomes = loop.run_group(b, todo, Path(task.out), task.keep_states, raise_errors=False)
+                outcomes = loop.run_group(b, todo, Path(task.out), task.keep_states, raise_errors=False,
+                                          on_nonfinite=task.on_nonfinite)
             except Exception as exc:
                 ran = {r.run_id: r for r in _after_group_failure(task, todo, exc, time.perf_counter() - start)}
             else:
@@ -162,7 +163,7 @@ def _run_one(b: Any, spec: Spec, task: Task) -> TaskResult:
     if finished is not None:
         return finished
     try:
-        outcome = Run(b, spec, Path(task.out), keep_states=task.keep_states).execute()
+        outcome = Run(b, spec, Path(task.out), keep_states=task.keep_states, on_nonfinite=task.on_nonfinite).execute()
     except RunLocked as exc:
         return TaskResult(str(folder), spec.run_id, BUSY, R.finished_generations(folder), first_line(exc),
                           time.perf_counter() - start)

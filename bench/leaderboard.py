@@ -5,7 +5,8 @@ The rules (docs/leaderboards.md has the full text):
 - A track is a fixed protocol (run.json ``track``: plugin, preset, generations, real data). Runs
   are ranked only against runs of the same track id (older runs with one id per seed are joined,
   see ``assign_tracks``).
-- An entry is the set of runs whose specs are equal except for the seed. Only complete runs count.
+- An entry is the set of runs whose specs are equal except for the seed. Only complete runs count,
+  and not those that went on past non-finite values (run.json ``nonfinite``).
 - Each metric row (``name`` or ``name/key``; ``throughput/...`` rows are never ranked) is
   aggregated over an entry's seeds at the final generation N, and as the area under its curve over
   generations 0..N (trapezoid divided by N; of ``|value - target|`` for target metrics): mean,
@@ -65,6 +66,8 @@ from bench.render import (  # noqa: F401 (re-exported: the writers and the escap
     _num,
     board_json,
     board_section_html,
+    csv_cell,
+    csv_row,
     csv_text,
     html_escape,
     md_escape,
@@ -275,7 +278,11 @@ def build(paths: Iterable[str | Path], track: str | None = None, out: str | Path
         recs = chosen
     complete = []
     for r in recs:
-        if r.complete:
+        if r.complete and r.nonfinite:  # a run that went on past NaN or inf (on_nonfinite record)
+            result.warnings.append(f"{r.path}: {r.nonfinite[:300]}; the run went on (on_nonfinite record), so its "
+                                   "later generations are not comparable; skipped")
+            result.runs_skipped += 1
+        elif r.complete:
             complete.append(r)
         else:
             why = f"status {r.status}, {r.done} of {r.requested + 1} generations done"

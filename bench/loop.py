@@ -23,7 +23,7 @@ import traceback
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -33,9 +33,10 @@ from bench import runfolder as RF
 from bench.components import (FitRequest, GenerateRequest, MetricContext, PolicyContext, RealData, RealRequest,
                               SampleScores, Samples, ScoreRequest, Scores, State, VerifyContext)
 from bench.errors import BenchError, RunLocked
+from bench.options import DEFAULT_ON_NONFINITE, parse_on_nonfinite
 from bench.plugins import SINGULAR, Bench, PluginError
 from bench.spec import Spec
-from bench.types import RunInfo, RunOutcome  # re-exported: their home is bench.types
+from bench.types import RunInfo, RunOutcome, digest  # RunInfo, RunOutcome re-exported: their home is bench.types
 
 # Independent random streams of one generation.
 TRAIN, GENERATE, POLICY, METRICS, INIT, CANDIDATES = range(6)
@@ -63,11 +64,53 @@ class GenerationResult:
     latest: SampleScores
     rows: list[dict[str, Any]]
     folder: Path
+    sync: bool = True  # flushed to the disk (bench.results.FSYNC): built in SLOW_GENERATION_S or more
 
 
 def _as_float64(scores: Scores) -> Scores:
     """Scores as samples.parquet stores them, so that a resumed run's policies see the same values."""
     return Scores(np.asarray(scores.loglik, dtype=np.float64), np.asarray(scores.units, dtype=np.float64))
+
+
+# -- non-finite values and plugin contracts ---------------------------------------------------------
+
+class NonFiniteValues(BenchError):
+    """A generation's state, samples or scores hold NaN or inf, and the run stops (on_nonfinite stop)."""
+
+
+def _nonfinite(arrays: dict[str, Any], allow_neg_inf: bool = False) -> str | None:
+    """What is not finite in the floating-point ``arrays`` (None: all finite), e.g. "'mean' holds
+    2 NaN of 3 values". ``allow_neg_inf``: -inf is a value, not a fault (a log-likelihood of a
+    sample the model cannot produce)."""
+    found = []
+    for key, value in arrays.items():
+        a = np.asarray(value)
+        if a.dtype.kind not in "fc" or a.size == 0:
+            continue
+        nan = int(np.isnan(a).sum())
+        inf = int(np.isposinf(a.real).sum()) + (0 if allow_neg_inf else int(np.isneginf(a.real).sum()))
+        if nan or inf:
+            parts = [f"{nan} NaN"] * bool(nan) + [f"{inf} {'+inf' if allow_neg_inf else 'inf'}"] * bool(inf)
+            found.append(f"{key!r} holds {' and '.join(parts)} of {a.size} values")
+    return "; ".join(found) or None
+
+
+def _metric_number(value: Any) -> float | None:
+    """A metric's value as a float; None for what is not one number (a string, None, an array)."""
+    if value is None or isinstance(value, (str, bytes)):
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # numpy: float() of a 1-element array
+            return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _shown(value: Any) -> str:
+    """A value returned by a plugin, for a message: its type and a short repr."""
+    text = repr(value)
+    return f"{type(value).__name__} {text[:60] + '...' if len(text) > 63 else text}"
 
 
 # -- locking ------------------------------------------------------------------------------------
@@ -135,6 +178,56 @@ def code_versions(b: Bench, spec: Spec) -> dict[str, str]:
     return versions
 
 
+def _defining_module(fn: Any) -> str | None:
+    """The module that defines a component's callable (through the harness's adapters, partials
+    and bound methods); None for what is not callable."""
+    if not callable(fn):
+        return None
+    for _ in range(8):
+        inner = getattr(fn, "legacy", None) or getattr(fn, "__wrapped__", None) or getattr(fn, "func", None) \
+            or getattr(fn, "__func__", None)
+        if inner is None or not callable(inner):
+            break
+        fn = inner
+    module = getattr(fn, "__module__", None)
+    return module if isinstance(module, str) else type(fn).__module__
+
+
+def code_fingerprint(components: Sequence[Any]) -> dict[str, str]:
+    """Module name -> SHA-256 prefix of the source file of each module that defines a callable of
+    the ``components`` (bundle, trainer, generator, scorer, metrics): their code, beyond the
+    versions their authors give. A module without a readable file counts by its name alone."""
+    import dataclasses
+    import hashlib
+
+    modules = set()
+    for component in components:
+        for f in dataclasses.fields(component):
+            module = _defining_module(getattr(component, f.name))
+            if module is not None:
+                modules.add(module)
+    out = {}
+    for module in sorted(modules):
+        path = getattr(sys.modules.get(module), "__file__", None)
+        try:
+            out[module] = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16] if path else ""
+        except OSError:
+            out[module] = ""
+    return out
+
+
+def gen0_cache_key(b: Bench, spec: Spec) -> str:
+    """The folder name of the shared generation 0 under ``.gen0/``: the spec's gen0 id, then a
+    digest of the code that makes generation 0 (the versions of :func:`code_versions` but the
+    policy's, and :func:`code_fingerprint` of the model, trainer, generator, scorer and metrics),
+    so that a run after a plugin change never reuses a generation 0 of the old code. Run ids and
+    the gen0_id in run.json do not depend on it."""
+    versions = {k: v for k, v in code_versions(b, spec).items() if not k.startswith("policy:")}
+    components = [b.models.get(spec.plugin), b.trainers.get(spec.trainer), b.generators.get(spec.generator),
+                  b.scorers.get(spec.scorer)] + [b.metrics.get(m) for m in spec.metrics]
+    return f"{spec.gen0_id}-{digest({'versions': versions, 'code': code_fingerprint(components)})[:12]}"
+
+
 def provenance(b: Bench, spec: Spec) -> dict[str, Any]:
     return {
         "collapse_bench": bench.__version__,
@@ -156,8 +249,15 @@ class Run:
 
     def __init__(self, b: Bench, spec: Spec, out: Path, keep_states: str = "first-last",
                  log: Callable[[str], None] | None = None,
-                 fit: Callable[[FitRequest], State] | None = None) -> None:
-        """``fit`` replaces the trainer's own ``fit`` (run_group passes its batched fit)."""
+                 fit: Callable[[FitRequest], State] | None = None,
+                 on_nonfinite: str = DEFAULT_ON_NONFINITE) -> None:
+        """``fit`` replaces the trainer's own ``fit`` (run_group passes its batched fit).
+        ``on_nonfinite``: ``stop`` (fail the run) or ``record`` (go on, mark the generations) when a
+        state, samples or scores hold NaN or inf."""
+        self.on_nonfinite = parse_on_nonfinite(on_nonfinite)
+        self._nonfinite: dict[str, Any] | None = None  # the first non-finite values this process found
+        self._marks: list[str] = []  # what is non-finite in the generation being built (record)
+        self._building = 0  # the generation being built, for messages
         self.b = b
         self.spec = spec
         self.out = Path(out).absolute()
@@ -190,6 +290,8 @@ class Run:
     def execute(self, progress=None) -> RunOutcome:
         # The bundle's own check first: impossible settings end before any folder is made.
         self._warnings = list(self.bundle.check(self.spec.params) if self.bundle.check else ())
+        if not 0 <= self.spec.seed < 2**63:  # metrics.parquet stores it as int64
+            raise BenchError(f"seed {self.spec.seed} is out of range: seeds are integers from 0 to 2**63 - 1")
         _make_dir(self.path)
         with FolderLock(self.path / ".lock", f"run folder {self.path}"):
             return self._execute_locked(progress)
@@ -240,6 +342,7 @@ class Run:
             track=self._track((loaded and self.real_data_source) or ((old and old.track) or {}).get("real_data")),
             leaderboard_metrics=list(self.bundle.leaderboard_metrics),
             headline=self.bundle.headline.to_dict() if self.bundle.headline else None,
+            nonfinite=self._nonfinite_record(old, done),
         ))
 
     def _track(self, fingerprint: str | None) -> dict[str, Any]:
@@ -250,6 +353,9 @@ class Run:
         if not (self.path / R.RUN_JSON).exists():
             return
         old = RF.read_run_json(self.path)
+        problem = old.integrity_problem()
+        if problem is not None:
+            raise RF.RunJsonError(problem, old.path)
         if old.to_spec().identity() != self.spec.identity():
             raise BenchError(
                 f"run folder {self.path} holds a different spec (run id {old.run_id}); "
@@ -268,14 +374,14 @@ class Run:
     def _execute_locked(self, progress) -> RunOutcome:
         spec = self.spec
         self._check_resume()
-        _clean_tmp(self.path / R.GENS_DIR)
-        done = R.finished_generations(self.path)
+        done = self._clean_up_after_kill()
         self.info.done = done
         total = spec.generations + 1  # rows 0..N
-        if done >= total:
+        if done > total:
+            return self._holds_more(done)
+        if done == total:
             self._write_run_json("complete", done)
-            R.consolidate(self.path, R.read_json(self.path / R.RUN_JSON), done)
-            return RunOutcome(self.path, spec, "complete", done)
+            return self._consolidated(RunOutcome(self.path, spec, "complete", done))
         self._write_run_json("running", done)
         for message in self._warnings:
             warnings.warn(message, stacklevel=2)
@@ -295,8 +401,8 @@ class Run:
                 self._generation_zero()
                 k = 1
                 self._after_commit(0, progress)
-            self.reference_state = R.read_state(self._gen_dir(0) / "state.safetensors")
-            previous_state = R.read_state(self._gen_dir(k - 1) / "state.safetensors") if k > 0 else None
+            self.reference_state = RF.read_state(self._gen_dir(0) / "state.safetensors")
+            previous_state = RF.read_state(self._gen_dir(k - 1) / "state.safetensors") if k > 0 else None
             while k < total:
                 previous_state = self._generation(k, previous_state).state
                 self._after_commit(k, progress)
@@ -315,21 +421,32 @@ class Run:
             status, error = "failed", str(exc)
             raise
         except OSError as exc:
-            status, error = "failed", _os_message(exc, self.path)
+            status, error = "failed", _os_message(exc, self.path, out=True)
             raise BenchError(error) from exc
         except Exception as exc:
             status, error = "failed", f"{type(exc).__name__}: {exc}"
             self.log("".join(traceback.format_exception(exc)))
             raise
         finally:
+            # Whatever stopped the run, run.json ends in a true final status (never "running").
+            # A failed run writes run.json first: on a full disk, the small file most likely fits.
+            R.remove_temporaries(self.path / R.GENS_DIR)  # a failed build's folder: free its space
             done = R.finished_generations(self.path)
+            failed_after = None
+            if status == "complete":
+                outcome = self._consolidated(RunOutcome(self.path, spec, status, done), raising=False)
+                if outcome.status == "failed":  # a damaged generation folder (its metrics)
+                    status, error = outcome.status, outcome.error
+                    failed_after = BenchError(error)
             try:
-                info = {"identity": self._identity()}
-                R.consolidate(self.path, info, done, known=self._rows)
                 self._write_run_json(status if status != "running" else "failed", done, error)
                 self.log(f"stop: {status}, {done} generation(s) finished" + (f": {error}" if error else ""))
-            except OSError:
-                pass  # a full disk: the generation folders already hold everything
+            except OSError as exc:  # a full disk: the generation folders already hold everything
+                if status == "complete" and failed_after is None:  # run.json still says "running"
+                    status, error = "failed", _os_message(exc, self.path, out=True)
+                    failed_after = BenchError(error)
+            if status != "complete":
+                self._consolidated(RunOutcome(self.path, spec, status, done, error), raising=False)
             if progress is not None:
                 progress.close()
             if status != "running":
@@ -339,7 +456,72 @@ class Run:
                     if status == "complete":
                         raise
                     self.log(str(exc))
+            if failed_after is not None:
+                raise failed_after
         return RunOutcome(self.path, spec, status, done, error)
+
+    def _clean_up_after_kill(self) -> int:
+        """Remove what a killed process left (temporary files and folders of the run folder and
+        of gens/, the state a kill kept from being pruned); return the finished generations."""
+        for folder in (self.path, self.path / R.GENS_DIR):
+            for leftover in R.remove_temporaries(folder):
+                self.log(f"removed {leftover.name}, left by a killed write")
+        done = R.finished_generations(self.path)
+        if done >= 3 and self._killed() and self._pruned(done - 2) and not any(
+                self._pruned(j) and (self._gen_dir(j) / "state.safetensors").exists() for j in range(1, done - 2)):
+            # A kill between committing generation done-1 and pruning; when earlier states the
+            # rule drops are still there, an earlier run kept them on purpose (--keep-states all).
+            self._prune_states(done - 1)
+        return done
+
+    def _killed(self) -> bool:
+        """Whether run.json says a process was running this run when it stopped (we hold the lock,
+        so that process is gone): only then can a kill have kept a state from being pruned."""
+        try:
+            return (self.path / R.RUN_JSON).exists() and RF.read_run_json(self.path).status == "running"
+        except BenchError:
+            return False
+
+    def _holds_more(self, done: int) -> RunOutcome:
+        """Fewer generations asked for than the run folder holds: change nothing, say so."""
+        old = RF.read_run_json(self.path)
+        message = (f"run folder {self.path} already holds generations 0..{done - 1}, more than the "
+                   f"{self.spec.generations} asked for: nothing was changed")
+        if old.complete:
+            warnings.warn(message, stacklevel=3)
+            return RunOutcome(self.path, self.spec, "complete", done)
+        message += f" (give --generations {old.generations_requested} to finish it)"
+        warnings.warn(message, stacklevel=3)
+        status = old.status if old.status in ("interrupted", "failed") else "interrupted"  # "running": killed
+        return RunOutcome(self.path, self.spec, status, done, message)
+
+    def _pruned(self, j: int) -> bool:
+        """Whether ``keep_states`` drops M_j's state once a later generation is finished."""
+        if j < 1 or self.keep_states == "all":
+            return False
+        return not (self.keep_states.startswith("every:") and j % int(self.keep_states.split(":")[1]) == 0)
+
+    def _consolidated(self, outcome: RunOutcome, raising: bool = True) -> RunOutcome:
+        """Write metrics.parquet from the generation folders; a damaged one (or any error but a
+        full disk, after which the folders still hold everything) makes the outcome failed, and
+        run.json says so; ``raising`` raises it as a BenchError."""
+        try:
+            RF.consolidate(self.path, {"identity": self._identity()}, outcome.generations_done, known=self._rows)
+            return outcome
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC or not raising:
+                return outcome
+            error = _os_message(exc, self.path, out=True)
+        except BenchError as exc:
+            error = str(exc)
+        except Exception as exc:  # noqa: BLE001 - recorded in run.json and raised as a message
+            error = f"cannot write {self.path / R.METRICS_FILE}: {type(exc).__name__}: {exc}"
+        failed = RunOutcome(self.path, self.spec, "failed", outcome.generations_done, error)
+        if raising:
+            self._write_run_json("failed", outcome.generations_done, error)
+            self.log(f"stop: failed: {error}")
+            raise BenchError(error)
+        return failed
 
     def _after_commit(self, k: int, progress) -> None:
         self.info.done = k + 1
@@ -358,13 +540,70 @@ class Run:
         except (KeyboardInterrupt, BenchError):
             raise
         except Exception as exc:
-            kind = {v: k for k, v in SINGULAR.items()}[role]
-            plugin = self.b.owner(kind, name).name
             self.log("".join(traceback.format_exception(exc)))
             raise PluginFailure(
-                f"{role} {name!r} of plugin {plugin!r} failed: {type(exc).__name__}: {exc} "
+                f"{role} {name!r} of plugin {self._plugin(role, name)!r} failed: {type(exc).__name__}: {exc} "
                 f"(traceback in {self.path / R.LOG_FILE})"
             ) from exc
+
+    def _plugin(self, role: str, name: str) -> str:
+        """The name of the plugin that registered component ``name`` of ``role`` (``trainer``, ...)."""
+        kind = {v: k for k, v in SINGULAR.items()}[role]
+        return self.b.owner(kind, name).name
+
+    def _breach(self, role: str, name: str, k: int, got: str, expected: str) -> PluginFailure:
+        """A component broke its contract: what came back at generation k, and what was expected."""
+        return PluginFailure(f"{role} {name!r} of plugin {self._plugin(role, name)!r} returned {got} at generation "
+                             f"{k}; {expected}. `bench.conformance` checks this contract.")
+
+    def _check_finite(self, k: int, what: str, role: str, name: str, arrays: dict[str, Any],
+                      allow_neg_inf: bool = False) -> None:
+        """Non-finite values in ``arrays`` (``what`` of generation k, made by the component): with
+        on_nonfinite stop the run stops (NonFiniteValues); with record they are noted for the
+        generation's info.json and the first is recorded in run.json (``nonfinite``)."""
+        found = _nonfinite(arrays, allow_neg_inf)
+        if found is None:
+            return
+        where = f"{what} from {role} {name!r} of plugin {self._plugin(role, name)!r}: {found}"
+        self._mark_nonfinite(k, where)
+
+    def _mark_nonfinite(self, k: int, where: str) -> None:
+        message = f"non-finite values at generation {k}: {where}"
+        if self.on_nonfinite == "stop":
+            self._nonfinite = {"generation": k, "found": message, "on_nonfinite": "stop"}
+            kept = f"generations 0..{k - 1}" if k else "no generation"
+            raise NonFiniteValues(
+                f"{message}. The run stops (on_nonfinite stop), keeping {kept}; every later "
+                "generation would inherit them. Fix the component, or run again with --on-nonfinite record "
+                "to go on and mark the generations")
+        self._marks.append(where)
+        if self._nonfinite is None:
+            self._nonfinite = {"generation": k, "found": message, "on_nonfinite": "record"}
+            note = f"{message}; the run goes on (on_nonfinite record) and marks this and later generations"
+            warnings.warn(note, stacklevel=2)
+            self.log("warning: " + note)
+
+    def _cached_nonfinite(self, cache: Path) -> None:
+        """A shared generation 0 built by a run that recorded non-finite values (on_nonfinite
+        record): this run stops or records them as if it had built it."""
+        try:
+            marks = R.read_json(cache / RF.INFO_FILE).get("nonfinite")
+        except (OSError, ValueError, AttributeError):
+            return  # an unreadable info.json: the copy and validate report it
+        if isinstance(marks, list) and marks:
+            self._mark_nonfinite(0, f"{marks[0]} (in the shared generation 0)")
+            self._marks = []  # generation 0's info.json already holds them
+
+    def _nonfinite_record(self, old: Any, done: int) -> dict[str, Any] | None:
+        """run.json's ``nonfinite``: found by this process, else the earlier record while the
+        generation it names is still on disk (a stopped run resumed after a fix records none)."""
+        before = getattr(old, "nonfinite", None)
+        if not (isinstance(before, dict) and isinstance(before.get("generation"), int) and before["generation"] < done):
+            before = None
+        mine = self._nonfinite
+        if before is not None and (mine is None or before["generation"] < mine.get("generation", done)):
+            return before  # the first generation that held them
+        return mine
 
     def _load_real(self) -> None:
         real = self._call("model", self.bundle.name, self.bundle.load_real,
@@ -382,8 +621,20 @@ class Run:
             self.log("warning: " + message)
 
     def _score(self, state, samples: Samples) -> Scores:
-        return self._call("scorer", self.scorer.name, self.scorer.score,
-                          ScoreRequest(state=state, samples=samples, params=self.spec.params))
+        name = self.scorer.name
+        scores = self._call("scorer", name, self.scorer.score,
+                            ScoreRequest(state=state, samples=samples, params=self.spec.params))
+        n = len(samples)
+        if not isinstance(scores, Scores):
+            raise self._breach("scorer", name, self._building, _shown(scores),
+                               f"the harness expected bench.Scores(loglik, units) for {n} samples")
+        shapes = (np.shape(scores.loglik), np.shape(scores.units))
+        if shapes != ((n,), (n,)):
+            raise self._breach("scorer", name, self._building,
+                               f"Scores with loglik of shape {shapes[0]} and units of shape {shapes[1]}",
+                               f"the harness expected one log-likelihood and one unit count per sample, "
+                               f"shape ({n},) each")
+        return scores
 
     def _initial_state(self):
         if self.trainer.initial_state is None:
@@ -398,22 +649,44 @@ class Run:
         request = FitRequest(data=data, validation=self.real.validation, start=start, init=init,
                              params=self.spec.params, rng=rng(self.spec.seed, k, TRAIN), generation=k)
         state = self._call("trainer", self.trainer.name, self.fit, request)
-        return {key: np.asarray(v) for key, v in state.items()}
+        expected = "the harness expected the model state, a dict of name: numpy array (bench.State)"
+        if not isinstance(state, Mapping) or not all(isinstance(key, str) for key in state):
+            raise self._breach("trainer", self.trainer.name, k, _shown(state), expected)
+        arrays = {key: np.asarray(v) for key, v in state.items()}
+        odd = [key for key, a in arrays.items() if a.dtype.kind not in "biufc"]
+        if odd:
+            raise self._breach("trainer", self.trainer.name, k, f"a state whose {odd[0]!r} is "
+                               f"{_shown(state[odd[0]])}", expected + " of numbers")
+        self._check_finite(k, "the state", "trainer", self.trainer.name, arrays)
+        return arrays
 
     def _generation_zero(self) -> None:
         """M_0 and its row; shared through a cache by runs that differ only in policy or start."""
         cache_root = self.out / GEN0_CACHE
         _make_dir(cache_root)
-        cache = cache_root / self.spec.gen0_id
-        with FolderLock(cache_root / f"{self.spec.gen0_id}.lock", "the shared generation 0", blocking=True):
+        cache = cache_root / gen0_cache_key(self.b, self.spec)
+        with FolderLock(cache_root / f"{cache.name}.lock", "the shared generation 0", blocking=True):
+            _clean_cache_tmp(cache_root, cache.name)
             if not cache.is_dir():
-                built = self._build_generation(0, self.real.train, self._initial_state(), None, cache_root)
+                built = self._build_generation(0, self.real.train, self._initial_state(), None, cache_root,
+                                               tmp_tag=cache.name)
+                R.fsync_dir(built.folder, built.sync)
                 os.replace(built.folder, cache)
+                R.fsync_dir(cache_root, built.sync)
+            else:
+                self._cached_nonfinite(cache)
             target = self._gen_dir(0)
             _make_dir(target.parent)
             tmp = target.parent / f".{target.name}.tmp"
-            shutil.copytree(cache, tmp)
+            sync = _slow(cache / "info.json")
+            try:
+                R.copy_folder(cache, tmp, sync)
+                R.fsync_dir(tmp, sync)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)  # a full disk: give its space back at once
+                raise
             os.replace(tmp, target)
+            R.fsync_dir(target.parent, sync)
         self._last_rows = R.read_parquet_rows(target / R.METRICS_FILE)
 
     def _latest_scores(self, synthetic: "History") -> SampleScores | None:
@@ -432,6 +705,7 @@ class Run:
 
     def _generation(self, k: int, previous_state) -> GenerationResult:
         spec = self.spec
+        self._building = k
         synthetic = History(self, k)  # S_1..S_k
         latest = self._latest_scores(synthetic)
         n = len(self.real.train)
@@ -453,13 +727,20 @@ class Run:
                              candidates=candidates, verify=verify, state=previous_state,
                              model_params=spec.params, record=record, latest=latest)
         data = self._call("policy", self.policy.name, self.policy.build, pctx)
+        if not isinstance(data, Samples) or data.kind != self.bundle.kind:
+            got = f"{len(data)} samples of kind {data.kind}" if isinstance(data, Samples) else _shown(data)
+            raise self._breach("policy", self.policy.name, k, got,
+                               f"the harness expected the training data D_{k}, bench.Samples of kind "
+                               f"{self.bundle.kind}")
         if drawn is not None:
             record = {"candidates_drawn": drawn, **record}
         init = {"pretrained": self._initial_state, "gen0": lambda: self.reference_state,
                 "previous": lambda: previous_state}[spec.start]()
         built = self._build_generation(k, data, init, self.reference_state, self.path / R.GENS_DIR,
                                        policy_record=record)
+        R.fsync_dir(built.folder, built.sync)
         os.replace(built.folder, self._gen_dir(k))
+        R.fsync_dir(self._gen_dir(k).parent, built.sync)
         return built
 
     def _verifier(self, k: int, state, latest: SampleScores | None):
@@ -488,19 +769,22 @@ class Run:
             prompts = prompts.take(np.arange(n) % len(prompts))
         request = GenerateRequest(state=state, n=n, prompts=prompts, params=self.spec.params,
                                   rng=rng(self.spec.seed, k, stream), generation=k)
-        samples = self._call("generator", self.generator.name, self.generator.generate, request)
-        if not isinstance(samples, Samples) or len(samples) != n:
-            got = f"{len(samples)} samples" if isinstance(samples, Samples) else type(samples).__name__
-            raise PluginFailure(
-                f"generator {self.generator.name!r} of plugin {self.b.owner('generators', self.generator.name).name!r} "
-                f"returned {got} at generation {k}; the harness asked for bench.Samples of n = "
-                f"{n}. `bench.conformance` checks this contract.")
+        name = self.generator.name
+        samples = self._call("generator", name, self.generator.generate, request)
+        kind = self.bundle.kind
+        if not isinstance(samples, Samples) or len(samples) != n or samples.kind != kind:
+            got = (_shown(samples) if not isinstance(samples, Samples) else f"{len(samples)} samples"
+                   if samples.kind == kind else f"{len(samples)} samples of kind {samples.kind}")
+            raise self._breach("generator", name, k, got,
+                               f"the harness asked for bench.Samples of n = {n}, of kind {kind}")
+        self._check_finite(k, "the samples", "generator", name, {"data": samples.data})
         return samples
 
     def _build_generation(self, k: int, data: Samples, init, reference_state, parent: Path,
-                          policy_record: dict | None = None) -> GenerationResult:
+                          policy_record: dict | None = None, tmp_tag: str | None = None) -> GenerationResult:
         """Fit M_k, draw S_{k+1}, score and measure; write all of it into a temporary folder."""
         spec = self.spec
+        self._building = k
         times = {}
         t = time.perf_counter()
         state = self._fit(k, data, init)
@@ -514,6 +798,9 @@ class Run:
         t = time.perf_counter()
         ref_scores = self._score(reference, samples)
         own_scores = ref_scores if reference_state is None else self._score(state, samples)
+        for model, scores in [("M_0", ref_scores)] + [(f"M_{k}", own_scores)] * (own_scores is not ref_scores):
+            self._check_finite(k, f"the scores under {model}", "scorer", self.scorer.name,
+                               {"loglik": scores.loglik, "units": scores.units}, allow_neg_inf=True)
         ctx = MetricContext(generation=k, bundle=self.bundle, params=spec.params, real=self.real, state=state,
                             reference_state=reference, samples=samples, score=self._score,
                             rng=rng(spec.seed, k, METRICS), model_scores=own_scores, reference_scores=ref_scores,
@@ -525,10 +812,16 @@ class Run:
             info = self.b.owner("metrics", metric.name)
             values = value.items() if isinstance(value, dict) else [(None, value)]
             for key, v in values:
+                number = _metric_number(v)
+                if number is None or not (key is None or isinstance(key, str)):
+                    got = _shown(value) if key is None else f"a dict whose {key!r} is {_shown(v)}"
+                    raise self._breach("metric", metric.name, k, got,
+                                       "a metric returns a number (float; NaN where undefined) or a dict of "
+                                       "name: number")
                 rows.append({
                     "generation": k,
                     "metric": metric.name if key is None else f"{metric.name}/{key}",
-                    "value": float(v),
+                    "value": number,
                     "direction": metric.direction,
                     "target": metric.target,
                     "metric_version": metric.version,
@@ -547,21 +840,29 @@ class Run:
                          "value": len(data) / max(times["fit_s"], 1e-9)})
 
         # unique per process and thread: chains of a group build their generation 0 side by side
-        tmp = parent / f".{R.gen_name(k)}.{os.getpid()}-{threading.get_ident()}.tmp"
+        # (``tmp_tag``: the shared generation 0's name, so a resume finds what a kill left of it)
+        tmp = parent / f".{tmp_tag or R.gen_name(k)}.{os.getpid()}-{threading.get_ident()}.tmp"
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
-        R.write_state(tmp / "state.safetensors", state, atomic=False)
-        R.write_parquet(tmp / "samples.parquet", atomic=False, table=R.samples_table(samples, {
-            "loglik_reference": ref_scores.loglik, "loglik_model": own_scores.loglik,
-            "units": ref_scores.units}))
-        R.write_parquet(tmp / R.METRICS_FILE, R.gen_metrics_table(rows), atomic=False)
+        marks, self._marks = self._marks, []  # on_nonfinite record: what this generation holds
+        sync = sum(times.values()) >= R.SLOW_GENERATION_S  # a fast one costs less to redo than to flush
+        try:
+            R.write_state(tmp / "state.safetensors", state, atomic=False, sync=sync)
+            R.write_parquet(tmp / "samples.parquet", atomic=False, sync=sync, table=R.samples_table(samples, {
+                "loglik_reference": ref_scores.loglik, "loglik_model": own_scores.loglik,
+                "units": ref_scores.units}))
+            R.write_parquet(tmp / R.METRICS_FILE, R.gen_metrics_table(rows), atomic=False, sync=sync)
+            R.write_json(tmp / "info.json", {"generation": k, "training_samples": len(data), **(policy_record or {}),
+                                             **times, **({"nonfinite": marks} if marks else {})}, atomic=False,
+                         sync=sync)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)  # a full disk: give its space back at once
+            raise
         self._last_rows = self._rows[k] = rows
-        R.write_json(tmp / "info.json", {"generation": k, "training_samples": len(data), **(policy_record or {}),
-                                         **times}, atomic=False)
         self._remember(k + 1, samples)
         latest = SampleScores(samples, _as_float64(own_scores), _as_float64(ref_scores))
-        self._latest = GenerationResult(generation=k, state=state, latest=latest, rows=rows, folder=tmp)
+        self._latest = GenerationResult(generation=k, state=state, latest=latest, rows=rows, folder=tmp, sync=sync)
         return self._latest
 
     def _remember(self, key: int, samples: Samples) -> None:
@@ -622,25 +923,53 @@ def _make_dir(path: Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise BenchError(_os_message(exc, path)) from None
+        raise BenchError(_os_message(exc, path, out=True)) from None
     if not os.access(path, os.W_OK):
         raise BenchError(f"cannot write to {path}: permission denied. Choose another folder with --out.")
 
 
-def _clean_tmp(gens: Path) -> None:
-    if gens.is_dir():
-        for p in gens.glob(".*.tmp"):
+def _clean_cache_tmp(cache_root: Path, name: str) -> None:
+    """Remove the temporary folders a killed build of the shared generation 0 ``name`` left (call
+    it holding that generation's lock), and those of older versions (``.000000.<pid>-...``) whose
+    process is gone."""
+    R.remove_temporaries(cache_root, prefix=f".{name}.")
+    for p in cache_root.glob(f".{R.gen_name(0)}.*.tmp"):
+        pid = p.name.split(".")[2].split("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
             shutil.rmtree(p, ignore_errors=True)
 
 
-def _os_message(exc: OSError, path: Path) -> str:
+def _slow(info: Path) -> bool:
+    """Whether the generation whose info.json this is took SLOW_GENERATION_S or more to build."""
+    try:
+        times = R.read_json(info)
+        return sum(times.get(k, 0) for k in ("fit_s", "generate_s", "measure_s")) >= R.SLOW_GENERATION_S
+    except (OSError, ValueError, TypeError, AttributeError):
+        return True
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # another user's process
+    return True
+
+
+def _os_message(exc: OSError, path: Path, out: bool = False) -> str:
+    """A message for an OSError; ``out``: it came from writing a run, whose command has --out."""
     where = exc.filename or path
     if exc.errno == errno.ENOSPC:
         return (f"the disk is full while writing {where}. Free some space and run the same command "
                 "again: finished generations are kept and the run resumes after the last one.")
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return f"cannot write to {where}: {exc.strerror}. Choose another folder with --out."
-    return f"cannot write {where}: {exc.strerror or exc}"
+    if exc.errno == errno.EROFS:
+        return f"cannot write to {where}: {exc.strerror}." + (" Choose another folder with --out." if out else "")
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return (f"cannot access {where}: {exc.strerror}. Check its permissions"
+                + (", or choose another folder with --out." if out else "."))
+    return f"cannot {'write' if out else 'access'} {where}: {exc.strerror or exc}"
 
 
 # -- chains in lockstep ---------------------------------------------------------------------------
@@ -717,7 +1046,8 @@ class _Rendezvous:
 
 
 def run_group(b: Bench, specs: Sequence[Spec], out: Path, keep_states: str = "first-last",
-              progress: Callable[[Spec], Any] | None = None, raise_errors: bool = True) -> list[RunOutcome]:
+              progress: Callable[[Spec], Any] | None = None, raise_errors: bool = True,
+              on_nonfinite: str = DEFAULT_ON_NONFINITE) -> list[RunOutcome]:
     """Run several chains of one batch-capable trainer in lockstep, one thread per chain.
 
     Every generation's fits go to the trainer's ``fit_batch`` together; everything else (policy,
@@ -737,7 +1067,7 @@ def run_group(b: Bench, specs: Sequence[Spec], out: Path, keep_states: str = "fi
     errors: list[BaseException | None] = [None] * len(specs)
 
     def chain(i: int, spec: Spec) -> None:
-        run = Run(b, spec, Path(out), keep_states=keep_states, fit=rendezvous.fit)
+        run = Run(b, spec, Path(out), keep_states=keep_states, fit=rendezvous.fit, on_nonfinite=on_nonfinite)
         try:
             outcomes[i] = run.execute(progress(spec) if progress else None)
         except BaseException as exc:  # noqa: BLE001 - reported by the caller

@@ -133,6 +133,10 @@ def rescore(b: Bench, run_dir: Path, metric_names: list[str],
         raise BenchError(f"{run_dir} is not a run folder (it has no run.json)")
     info = RF.read_run_json(run_dir)
     spec = info.to_spec()
+    missing = [k for k, _ in R.RUN_COLUMNS if k != "schema_version" and k not in info.identity]
+    if missing:  # the columns every metric row is stamped with
+        raise RunJsonError(f"identity lacks {', '.join(missing)}; `bench validate {run_dir}` lists the problems",
+                           info.path)
     metrics = [b.metrics.get(name) for name in metric_names]
     bundle = b.models.get(spec.plugin)
     for metric in metrics:
@@ -145,7 +149,7 @@ def rescore(b: Bench, run_dir: Path, metric_names: list[str],
             raise BenchError(f"run {run_dir.name} has no finished generation to rescore")
         real = bundle.load_real(RealRequest(params=spec.params, seed=spec.seed))
         gens = run_dir / R.GENS_DIR
-        reference = R.read_state(gens / R.gen_name(0) / "state.safetensors")
+        reference = RF.read_state(gens / R.gen_name(0) / RF.STATE_FILE)
         def score(state, samples):
             if isinstance(state, MissingState):
                 raise StateNotKept
@@ -154,9 +158,9 @@ def rescore(b: Bench, run_dir: Path, metric_names: list[str],
         skipped, total = [], 0
         for k in range(done):
             gen = gens / R.gen_name(k)
-            state_path = gen / "state.safetensors"
-            state = R.read_state(state_path) if state_path.exists() else MissingState()
-            samples, scores = R.read_samples(gen / "samples.parquet")
+            state_path = gen / RF.STATE_FILE
+            state = RF.read_state(state_path) if state_path.exists() else MissingState()
+            samples, scores = RF.read_samples(gen / RF.SAMPLES_FILE)
             ctx = MetricContext(generation=k, bundle=bundle, params=spec.params, real=real,
                                 state=state, reference_state=reference,
                                 samples=samples, score=score, rng=rng(spec.seed, k, METRICS))
@@ -182,7 +186,7 @@ def rescore(b: Bench, run_dir: Path, metric_names: list[str],
                                      "metric_plugin_version": owner.version})
             if missed:
                 skipped.append(k)
-            old = R.read_parquet_rows(gen / R.METRICS_FILE)
+            old = RF.read_gen_rows(gen / R.METRICS_FILE)
             kept = [r for r in old if r["metric"].split("/")[0] not in computed]
             R.write_parquet(gen / R.METRICS_FILE, RF.gen_metrics_table(kept + new_rows))
             total += len(new_rows)

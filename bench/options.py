@@ -12,6 +12,7 @@ records (:func:`cli_options` collects them); the CLI itself names no plugin's fl
 
 from __future__ import annotations
 
+import numbers
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +25,8 @@ from bench.errors import BenchError
 DEFAULT_PLUGIN = "gmm"  # the model of the README's first command; CLI and API share it
 DEFAULT_OUT = "results"
 DEFAULT_KEEP_STATES = "first-last"
+ON_NONFINITE = ("stop", "record")  # what a run does when a state, samples or scores hold NaN or inf
+DEFAULT_ON_NONFINITE = "stop"
 MAX_DEFAULT_THREADS = 8
 
 
@@ -54,8 +57,11 @@ KEYS: tuple[Key, ...] = (
     Key("out", f"the folder for run folders (default {DEFAULT_OUT}/)"),
     Key("keep_states", "model states kept: first-last (default), all or every:N"),
     Key("threads", "thread limit of numeric libraries during the runs (not part of the spec)"),
+    Key("on_nonfinite", "on NaN or inf in a state, samples or scores: stop (default) fails the run, record "
+        "goes on and marks the generations (not part of the spec)"),
 )
 OPTION_KEYS: tuple[str, ...] = tuple(k.name for k in KEYS)
+SEEDS_KEY = "seeds"
 SEED_ALIAS = "seed"  # `seed: 3` reads as `seeds: 3` in files
 CONFIG_KEYS: tuple[str, ...] = (*OPTION_KEYS, SEED_ALIAS)
 SPEC_KEYS: tuple[str, ...] = tuple(k.name for k in KEYS if k.spec)
@@ -71,6 +77,15 @@ def parse_keep_states(value: Any) -> str:
     if isinstance(value, str) and value.startswith("every:") and value[6:].isdigit() and int(value[6:]) > 0:
         return value
     raise BenchError(f"keep_states (--keep-states) {value!r}: use first-last, all, or every:N with N >= 1")
+
+
+def parse_on_nonfinite(value: Any) -> str:
+    """``stop`` (None: the default) or ``record``, else a BenchError saying so."""
+    if value is None:
+        return DEFAULT_ON_NONFINITE
+    if value not in ON_NONFINITE:
+        raise BenchError(f"on_nonfinite (--on-nonfinite) {value!r}: use {' or '.join(ON_NONFINITE)}")
+    return value
 
 
 def parse_threads(value: Any, what: str = "threads (--threads)") -> int | None:
@@ -101,14 +116,85 @@ def default_threads(workers: int = 1) -> int:
     return min(available_cores(), MAX_DEFAULT_THREADS)
 
 
-def _metrics(value: Any) -> tuple[str, ...] | None:
+def metric_names(value: Any) -> tuple[str, ...] | None:
+    """None, or the metric names: a string is one metric (never read letter by letter)."""
     if value is None:
         return None
     if isinstance(value, str):
         return (value,)
-    if not isinstance(value, Iterable) or not all(isinstance(m, str) for m in value):
-        raise BenchError(f"metrics must be a list of metric names, got {value!r}")
+    if isinstance(value, Mapping) or not isinstance(value, Iterable) or not all(isinstance(m, str) for m in value):
+        raise BenchError(f"metrics must be a metric name or a list of metric names, got {short(value)}")
     return tuple(value)
+
+
+# -- the type and shape of each option's value ----------------------------------------------------
+
+
+def short(value: Any, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters: messages quote what a file held, briefly."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _is_text(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+def _is_names(value: Any) -> bool:
+    return isinstance(value, str) or isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+
+
+def _is_whole(value: Any, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def _is_seeds(value: Any) -> bool:
+    def one(v: Any) -> bool:
+        return isinstance(v, str) or isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 0
+
+    return one(value) or isinstance(value, (list, tuple, range)) and all(one(v) for v in value)
+
+
+def _is_set(value: Any) -> bool:
+    if isinstance(value, Mapping):
+        return all(isinstance(k, str) for k in value)
+    return _is_names(value)  # "key=value" items, as --set takes them
+
+
+def is_path(value: Any) -> bool:
+    """A file or folder name a file may give: text (or a path), not empty, without a NUL byte."""
+    return isinstance(value, (str, os.PathLike)) and str(value) != "" and "\0" not in str(value)
+
+
+# What each option's value must be (checked before anything resolves): a test and its description
+# for messages. An option missing here (a plugin-independent one added later) is not type-checked.
+EXPECTS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "plugin": (_is_text, "a model name such as gmm"),
+    "preset": (_is_text, "a preset name such as smoke"),
+    "generations": (lambda v: _is_whole(v, 0), "a non-negative whole number"),
+    "seeds": (_is_seeds, "a seed >= 0 (3), a range (\"0-4\") or a list (\"0,2,7\" or [0, 2, 7])"),
+    "policy": (_is_text, "a policy such as replace or mix:0.1"),
+    "mitigation": (_is_names, "a mitigation such as best-of:4, or a list of them"),
+    "start": (_is_text, "one of pretrained, gen0, previous"),
+    "set": (_is_set, "a mapping of parameter name (text): value"),
+    "metrics": (_is_names, "a metric name or a list of metric names"),
+    "trainer": (_is_text, "a trainer name"),
+    "generator": (_is_text, "a generator name"),
+    "scorer": (_is_text, "a scorer name"),
+    "out": (is_path, "a folder name"),
+    "keep_states": (_is_text, "first-last, all or every:N"),
+    "threads": (lambda v: _is_whole(v, 1), "a whole number >= 1"),
+    "on_nonfinite": (_is_text, "stop or record"),
+}
+
+
+def check_value(key: str, value: Any, where: str = "", name: str | None = None) -> Any:
+    """``value`` unchanged when its type and shape suit option ``key`` (``seed`` as ``seeds``; None
+    means not given), else a BenchError naming ``where``, the key (or ``name``) and what it takes."""
+    test = EXPECTS.get(SEEDS_KEY if key == SEED_ALIAS else key)
+    if value is None or test is None or test[0](value):
+        return value
+    raise BenchError(f"{where + ': ' if where else ''}{name or key} must be {test[1]}, got {short(value)}")
 
 
 def _overrides(value: Any, where: str) -> dict[str, Any]:
@@ -139,13 +225,15 @@ def load_config(path: str | Path) -> dict[str, Any]:
     if unknown:
         key = unknown[0]
         raise BenchError(
-            f"config file {path}: unknown key {key!r}.{suggest(key, CONFIG_KEYS)} "
+            f"config file {path}: unknown key {key!r}.{suggest(str(key), CONFIG_KEYS)} "
             f"Known keys: {', '.join(CONFIG_KEYS)}."
         )
     if "set" in data and not isinstance(data["set"], dict):
-        raise BenchError(f"config file {path}: 'set' must be a mapping of parameter: value")
+        raise BenchError(f"config file {path}: set must be a mapping of parameter: value, got {short(data['set'])}")
     if "seeds" in data and "seed" in data:
         raise BenchError(f"config file {path}: give either 'seeds' or 'seed', not both")
+    for key, value in data.items():
+        check_value(key, value, f"config file {path}")
     return data
 
 
@@ -191,8 +279,8 @@ class RunOptions:
     """Every choice of a ``bench run``, checked. :meth:`parse` builds one from flags, a config
     file or Python keywords; :meth:`specs` resolves one spec per seed.
 
-    ``threads`` and ``keep_states`` shape how runs execute, never what they compute: neither enters
-    the spec, so neither changes a run id."""
+    ``threads``, ``keep_states`` and ``on_nonfinite`` shape how runs execute, never what a
+    generation holds: none enters the spec, so none changes a run id."""
 
     plugin: str = DEFAULT_PLUGIN
     preset: str | None = None
@@ -209,6 +297,7 @@ class RunOptions:
     out: Path = Path(DEFAULT_OUT)
     keep_states: str = DEFAULT_KEEP_STATES
     threads: int | None = None
+    on_nonfinite: str = DEFAULT_ON_NONFINITE
     # values of plugins' command-line options (CliOption, value), in the order given
     plugin_options: tuple[tuple[CliOption, Any], ...] = ()
 
@@ -221,10 +310,12 @@ class RunOptions:
         from bench.spec import parse_seeds
 
         values = {k: v for k, v in (values or {}).items() if v is not None}
-        for key in values:
+        for key, value in values.items():
             if key not in OPTION_KEYS:
                 raise BenchError(f"unknown option {key!r}.{suggest(key, OPTION_KEYS)} "
                                  f"Known options: {', '.join(OPTION_KEYS)}.")
+            flag = "--metric" if key == "metrics" else "--" + key.replace("_", "-")
+            check_value(key, value, name=f"{key} ({flag})")
         cfg = load_config(config) if config else {}
         where = f"config file {config}" if config else "options"
 
@@ -240,6 +331,10 @@ class RunOptions:
             seeds_value = values["seeds"]
         else:
             seeds_value = cfg.get("seeds", cfg.get(SEED_ALIAS, 0))
+        try:
+            seeds = parse_seeds(seeds_value)
+        except BenchError as exc:
+            raise BenchError(f"{where}: {exc}" if config and "seeds" not in values else str(exc)) from None
         plugin = pick("plugin") or DEFAULT_PLUGIN
         if not isinstance(plugin, str):
             raise BenchError(f"plugin must be a model name, got {plugin!r}")
@@ -254,12 +349,12 @@ class RunOptions:
             plugin=plugin,
             preset=pick("preset"),
             generations=generations,
-            seeds=tuple(parse_seeds(seeds_value)),
+            seeds=tuple(seeds),
             policy=pick("policy"),
             mitigation=mitigation,
             start=pick("start"),
             set=overrides,
-            metrics=_metrics(pick("metrics")),
+            metrics=metric_names(pick("metrics")),
             trainer=pick("trainer"),
             generator=pick("generator"),
             scorer=pick("scorer"),
@@ -267,6 +362,7 @@ class RunOptions:
             keep_states=parse_keep_states(DEFAULT_KEEP_STATES if pick("keep_states") is None
                                           else pick("keep_states")),
             threads=parse_threads(pick("threads")),
+            on_nonfinite=parse_on_nonfinite(pick("on_nonfinite")),
             plugin_options=tuple((o, v) for o, v in plugin_options if v is not None),
         )
 

@@ -2,7 +2,7 @@
 templates of :mod:`bench.pages`), CSV and JSON, and ``index.md`` of a folder of them.
 
 Strings from results and plugins are escaped for each format: Markdown by :func:`md_escape`,
-HTML by the templates' autoescape, CSV cells by :func:`csv_text` (no spreadsheet formulas).
+HTML by the templates' autoescape, CSV rows by :func:`csv_row` (no spreadsheet formulas).
 Every file is written atomically (:func:`bench.results.write_text`). Each entry carries the
 ``bench run`` command that reproduces its runs (:func:`bench.reproduce.run_command`).
 """
@@ -15,7 +15,7 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 from urllib.parse import quote
 
 import numpy as np
@@ -50,10 +50,29 @@ _CSV_FORMULA = ("=", "+", "-", "@", "\t", "\r")
 
 def csv_text(value: Any) -> str:
     """Text from results or plugins for a CSV cell: one starting with ``=``, ``+``, ``-``, ``@``, a
-    tab or a carriage return (a spreadsheet would run it as a formula) gets a leading apostrophe.
-    Numbers the tables compute are written with ``repr`` and never pass through this."""
+    tab or a carriage return (a spreadsheet would run it as a formula) gets a leading apostrophe."""
     text = str(value)
     return "'" + text if text.startswith(_CSV_FORMULA) else text
+
+
+def csv_cell(value: Any) -> str:
+    """One CSV cell: numbers as Python writes them (floats with ``repr``: ``-0.5``, ``inf``,
+    ``nan``), None as empty, everything else as text through :func:`csv_text`. Every CSV the
+    project writes builds its rows with :func:`csv_row`, so no text reaches a cell unguarded."""
+    if value is None:
+        return ""
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        return repr(float(value))
+    return csv_text(value)
+
+
+def csv_row(values: Iterable[Any]) -> list[str]:
+    """A CSV row of :func:`csv_cell` cells, for ``csv.writer.writerow``."""
+    return [csv_cell(v) for v in values]
 
 
 def slugify(name: str) -> str:
@@ -130,11 +149,11 @@ def _collapse_cell(b: Board, e: int) -> tuple[str, str]:
     return c.text(), key
 
 
-def _collapse_numbers(b: Board, e: int) -> list[str]:
+def _collapse_numbers(b: Board, e: int) -> list[float]:
     c = b.collapse[e] if b.collapse is not None else None
     if c is None:
-        return ["nan"] * 3
-    return [repr(float(x)) for x in (c.median, c.low, c.high)]
+        return [math.nan] * 3
+    return [float(x) for x in (c.median, c.low, c.high)]
 
 
 def entry_command(entry: Entry) -> str:
@@ -273,17 +292,17 @@ def write_csv(b: Board, path: Path) -> None:
     gens = b.collapse is not None
     buf = io.StringIO(newline="")
     w = csv.writer(buf)
-    w.writerow(CSV_COLUMNS + (CSV_COLLAPSE_COLUMNS if gens else []))
+    w.writerow(csv_row(CSV_COLUMNS + (CSV_COLLAPSE_COLUMNS if gens else [])))
     for e, entry in enumerate(b.entries):
         extra = _collapse_numbers(b, e) if gens else []
         for j, m in enumerate(b.rows):
             for measure in ("final", "auc"):
                 direction = m.direction if measure == "final" or m.direction != "target" else "lower"
-                target = "" if m.target is None or measure == "auc" else repr(m.target)
-                numbers = [repr(float(b.stats[f"{measure}_{s}"][e, j])) for s in ("mean", "low", "high", "rank")]
-                w.writerow([csv_text(b.track["name"]), csv_text(b.track["id"]), f"{entry.rank:g}",
-                            repr(entry.score), csv_text(entry.label), csv_text(entry.id), len(entry.seeds),
-                            csv_text(m.name), int(m.main), measure, direction, target, *numbers, *extra])
+                target = None if m.target is None or measure == "auc" else m.target
+                numbers = [float(b.stats[f"{measure}_{s}"][e, j]) for s in ("mean", "low", "high", "rank")]
+                w.writerow(csv_row([b.track["name"], b.track["id"], f"{entry.rank:g}", entry.score, entry.label,
+                                    entry.id, len(entry.seeds), m.name, int(m.main), measure, direction, target,
+                                    *numbers, *extra]))
     R.write_text(path, buf.getvalue())
 
 

@@ -23,6 +23,7 @@ import bench
 from bench import pages
 from bench import plots as P
 from bench import results as R
+from bench import runfolder as RF
 from bench.errors import BenchError
 from bench.images import image_grid
 from bench.pages import png_uri  # noqa: F401 (kept importable from here)
@@ -163,8 +164,8 @@ def _text_samples(run: P.RunData, n: int) -> dict[str, Any]:
         try:
             per_gen.append(_read_rows(P.samples_path(run, k),
                                       ["column.prompt", "column.text", "loglik_reference", "units"], n))
-        except Exception as exc:
-            warnings.warn(f"skipping samples of {run.path} generation {k}: {exc}", stacklevel=2)
+        except Exception as exc:  # noqa: BLE001 - a damaged file: named, and the page goes on
+            warnings.warn(f"skipping samples of generation {k}: {P.samples_path(run, k)}: {exc}", stacklevel=2)
             per_gen.append([])
     count = max((len(rows) for rows in per_gen), default=0)
     prompts = []
@@ -256,10 +257,10 @@ def _samples(run: P.RunData, prompts: int = PROMPTS) -> dict[str, Any]:
         return _text_samples(run, prompts)
     last = done - 1
     try:
-        first, _ = R.read_samples(P.samples_path(run, 0))
-        final, _ = R.read_samples(P.samples_path(run, last))
-    except Exception as exc:
-        warnings.warn(f"skipping samples of {run.path}: {exc}", stacklevel=2)
+        first, _ = RF.read_samples(P.samples_path(run, 0))
+        final, _ = RF.read_samples(P.samples_path(run, last))
+    except BenchError as exc:  # names the damaged file
+        warnings.warn(f"skipping the samples of {run.path.name}: {exc}", stacklevel=2)
         return _note("Samples could not be read.")
     title = f"{run.label}, seed {run.seed}"
     if kind == "vectors":

@@ -16,14 +16,18 @@ A run folder (see docs/results.md for the full description)::
         state.safetensors   M_k's state (generation 0 and the last are always kept)
         info.json           wall times of the generation's steps
 
-Every file is written to a temporary name and renamed, so a reader never sees half a file and a
-killed process never leaves one.
+Every file is written to a temporary name and renamed, so a reader never sees half a file; a
+killed process leaves at most a ``.<name>.<...>.tmp`` entry, which the next run of the same command
+removes.
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Mapping
@@ -38,6 +42,20 @@ from bench.errors import BenchError
 SCHEMA_VERSION = 1
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+_MODE = 0o666 & ~_UMASK  # every result file, whatever library wrote it (safetensors makes 0600)
+# Flushing a file to the disk before its rename (and the rename after it) makes it survive a power
+# loss. ``auto``: every write but those of generations built in under SLOW_GENERATION_S, for which
+# the flushes would cost more than they protect (docs/results.md, "What survives a crash", has the
+# measured costs); ``always``; ``never``. The environment variable BENCH_FSYNC sets it.
+FSYNC = {"1": "always", "0": "never"}.get(os.environ.get("BENCH_FSYNC", "").strip().lower(),
+                                        os.environ.get("BENCH_FSYNC", "").strip().lower())
+if FSYNC not in ("always", "never"):
+    FSYNC = "auto"
+SLOW_GENERATION_S = 1.0
+
+
+def _syncing(sync: bool) -> bool:
+    return FSYNC == "always" or (FSYNC != "never" and sync)
 
 # What one generation folder holds: identity-free, so generation 0 can be shared between runs.
 GEN_METRICS_SCHEMA = pa.schema(
@@ -74,70 +92,149 @@ LOG_FILE = "log.txt"
 # -- atomic writing -----------------------------------------------------------------------------
 
 
-def _atomic(path: Path, write, atomic: bool = True) -> None:
+def _atomic(path: Path, write, atomic: bool = True, sync: bool = True) -> None:
     """Write through a temporary file renamed into place. ``atomic=False`` writes in place, for
-    files inside a generation's temporary folder, whose own rename is the atomic step."""
+    files inside a generation's temporary folder, whose own rename is the atomic step. Every file
+    gets the same mode (0666 less the umask), and unless ``FSYNC`` (or ``sync=False`` under
+    ``auto``) says not to, its data reaches the disk before the rename."""
     path = Path(path)
     if not atomic:
         write(str(path))
+        os.chmod(path, _MODE)
+        if _syncing(sync):
+            _fsync_file(path)
         return
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
-        os.chmod(tmp, 0o666 & ~_UMASK)
+        os.chmod(tmp, _MODE)
+        if _syncing(sync):
+            _fsync_file(tmp)
         os.replace(tmp, path)
-    except BaseException:
+        fsync_dir(path.parent, sync)
+    except BaseException as exc:
         try:
             os.unlink(tmp)
-        except FileNotFoundError:
+        except OSError:
             pass
+        if isinstance(exc, OSError) and not exc.filename:
+            exc.filename = str(path)  # a library's error may not name the file
         raise
 
 
-def write_json(path: Path, data: Any, atomic: bool = True) -> None:
+def _fsync_file(path: str | Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: str | Path, sync: bool = True) -> None:
+    """Make the entries of folder ``path`` (a rename into it) durable, as ``FSYNC`` says."""
+    if not _syncing(sync):
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def copy_folder(src: Path, dst: Path, sync: bool = True) -> None:
+    """Copy a generation folder's files (and any subfolders) into the new folder ``dst``.
+    Unlike shutil.copytree, the first failure raises its own OSError (a full disk stays ENOSPC),
+    and copies get the mode of files the harness writes."""
+    dst.mkdir()
+    for entry in sorted(src.iterdir()):
+        if entry.is_dir():
+            copy_folder(entry, dst / entry.name, sync)
+            continue
+        shutil.copyfile(entry, dst / entry.name)
+        os.chmod(dst / entry.name, _MODE)
+        if _syncing(sync):
+            _fsync_file(dst / entry.name)
+
+
+def remove_temporaries(folder: Path, prefix: str = ".") -> list[Path]:
+    """Remove what killed writes left in ``folder`` (``.<name>.<...>.tmp`` files and folders
+    whose name starts with ``prefix``); return them. Call it only while holding the lock that
+    covers them, so that no write is in progress."""
+    removed = []
+    try:
+        leftovers = sorted(folder.glob(f"{glob.escape(prefix)}*.tmp"))
+    except OSError:
+        return removed
+    for p in leftovers:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            try:
+                p.unlink()
+            except FileNotFoundError:
+                pass
+        removed.append(p)
+    return removed
+
+
+def write_json(path: Path, data: Any, atomic: bool = True, sync: bool = True) -> None:
     def write(tmp: str) -> None:
         with open(tmp, "w") as fh:
             json.dump(data, fh, indent=2, sort_keys=True, default=str)
             fh.write("\n")
 
-    _atomic(path, write, atomic)
+    _atomic(path, write, atomic, sync)
 
 
-def write_text(path: Path, text: str, atomic: bool = True) -> None:
-    """Write UTF-8 text atomically (the one atomic writer for reports, tables and pages)."""
+def write_text(path: Path, text: str, atomic: bool = True, sync: bool = False) -> None:
+    """Write UTF-8 text atomically (the one atomic writer for reports, tables and pages; they
+    are made again from the runs, so they are not flushed to the disk unless ``sync``)."""
 
     def write(tmp: str) -> None:
         with open(tmp, "w", encoding="utf-8", newline="") as fh:
             fh.write(text)
 
-    _atomic(path, write, atomic)
+    _atomic(path, write, atomic, sync)
 
 
-def write_bytes(path: Path, data: bytes, atomic: bool = True) -> None:
-    """Write bytes atomically (pictures)."""
+def write_bytes(path: Path, data: bytes, atomic: bool = True, sync: bool = False) -> None:
+    """Write bytes atomically (pictures; not flushed to the disk unless ``sync``)."""
 
     def write(tmp: str) -> None:
         with open(tmp, "wb") as fh:
             fh.write(data)
 
-    _atomic(path, write, atomic)
+    _atomic(path, write, atomic, sync)
 
 
-def write_parquet(path: Path, table: pa.Table, atomic: bool = True) -> None:
-    _atomic(path, lambda tmp: pq.write_table(table, tmp), atomic)
+def write_parquet(path: Path, table: pa.Table, atomic: bool = True, sync: bool = True) -> None:
+    _atomic(path, lambda tmp: pq.write_table(table, tmp), atomic, sync)
 
 
-def write_state(path: Path, state: Mapping[str, np.ndarray], atomic: bool = True) -> None:
+def write_state(path: Path, state: Mapping[str, np.ndarray], atomic: bool = True, sync: bool = True) -> None:
     from safetensors.numpy import save_file
 
     arrays = {k: np.ascontiguousarray(v) for k, v in state.items()}
-    _atomic(path, lambda tmp: save_file(arrays, tmp), atomic)
+
+    def write(tmp: str) -> None:
+        try:
+            save_file(arrays, tmp)
+        except Exception as exc:  # SafetensorError hides the OSError (a full disk) in its text
+            found = re.search(r"\(os error (\d+)\)", str(exc))
+            if found is None:
+                raise
+            code = int(found.group(1))
+            raise OSError(code, os.strerror(code), str(path)) from exc
+
+    _atomic(path, write, atomic, sync)
 
 
 def read_state(path: Path) -> dict[str, np.ndarray]:
     from safetensors.numpy import load_file
 
+    with open(path, "rb"):  # the file system's own error (a permission) rather than safetensors' text
+        pass
     return load_file(str(path))
 
 

@@ -23,7 +23,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -105,6 +105,23 @@ def _reason(exc: BaseException) -> str:
 REQUIRED_KEYS = ("run_id", "spec", "status", "generations_requested", "generations_done")
 OPTIONAL_KEYS = ("schema_version", "gen0_id", "identity", "provenance", "created", "updated", "error",
                  "real_data_fingerprint", "data_provenance", "track", "leaderboard_metrics", "headline")
+# Keys written only when they hold something: ``nonfinite``, the first generation whose state,
+# samples or scores held NaN or inf (``{"generation", "found", "on_nonfinite"}``).
+SET_ONLY_KEYS = ("nonfinite",)
+_ABSENT = object()
+
+
+def _read_types(data: dict, spec: dict) -> list[tuple[str, Any, tuple[type, ...]]]:
+    """(where, value or _ABSENT, allowed types) of the values readers use as mappings, lists or
+    numbers, where a file has them: the spec's parameters and metric list, the identity."""
+    none = type(None)
+    return [("spec.params", spec.get("params", _ABSENT), (dict,)),
+            ("spec.policy_params", spec.get("policy_params", _ABSENT), (dict, none)),
+            ("spec.metrics", spec.get("metrics", _ABSENT), (list,)),
+            ("spec.generations", spec.get("generations", _ABSENT), (int,)),
+            *((f"spec.{k}", spec.get(k, _ABSENT), (str,)) for k in ("trainer", "generator", "scorer", "policy",
+                                                                    "start")),
+            *((k, data.get(k, _ABSENT), (dict,)) for k in ("identity", "provenance", "data_provenance"))]
 
 
 @dataclass
@@ -113,7 +130,9 @@ class RunJson:
 
     :meth:`from_dict` checks what readers rely on (a spec with plugin, preset and seed; run id,
     status and generation counts; a well-formed ``track`` and ``leaderboard_metrics`` where
-    given) and keeps every other value as found, so :meth:`to_dict` gives back the same JSON:
+    given; the spec's parameters, policy parameters and metrics, the identity and provenance of
+    the right type where given) and keeps every other value as found, so :meth:`to_dict` gives
+    back the same JSON:
     keys the file lacked (``absent``) stay out, keys this module does not know stay in ``extra``
     (``rescored``, written by ``bench rescore``). :func:`run_json_problems` checks everything.
     """
@@ -135,6 +154,7 @@ class RunJson:
     track: dict[str, Any] | None = None
     leaderboard_metrics: list[str] = field(default_factory=list)
     headline: dict[str, Any] | None = None
+    nonfinite: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     absent: frozenset[str] = frozenset()
     path: Path | None = field(default=None, compare=False, repr=False)  # the file it was read from
@@ -166,7 +186,13 @@ class RunJson:
         main = data.get("leaderboard_metrics", [])
         if not isinstance(main, list) or not all(isinstance(m, str) for m in main):
             fail("leaderboard_metrics is not a list of metric names")
-        known = set(REQUIRED_KEYS) | set(OPTIONAL_KEYS)
+        wrong = [where for where, value, types in _read_types(data, spec)
+                 if value is not _ABSENT and (not isinstance(value, types) or isinstance(value, bool))]
+        if isinstance(spec.get("metrics"), list) and not all(isinstance(m, str) for m in spec["metrics"]):
+            wrong.append("spec.metrics (not a list of metric names)")
+        if wrong:
+            fail(f"wrong type: {', '.join(wrong)} (`bench validate` lists every problem)")
+        known = set(REQUIRED_KEYS) | set(OPTIONAL_KEYS) | set(SET_ONLY_KEYS)
         values = {k: data[k] for k in known if k in data}
         return cls(**values, extra={k: v for k, v in data.items() if k not in known},
                    absent=frozenset(k for k in OPTIONAL_KEYS if k not in data), path=path)
@@ -175,6 +201,7 @@ class RunJson:
         """The JSON object run.json holds (equal to what :meth:`from_dict` read)."""
         out = {k: getattr(self, k) for k in REQUIRED_KEYS}
         out.update({k: getattr(self, k) for k in OPTIONAL_KEYS if k not in self.absent})
+        out.update({k: getattr(self, k) for k in SET_ONLY_KEYS if getattr(self, k) is not None})
         out.update(self.extra)
         return out
 
@@ -206,6 +233,12 @@ class RunJson:
         mitigation = identity.get("mitigation")
         return mitigation if isinstance(mitigation, str) and mitigation else self.policy_label
 
+    @property
+    def nonfinite_found(self) -> str | None:
+        """What run.json's ``nonfinite`` says (``non-finite values at generation k: ...``); None
+        when the run met none."""
+        return nonfinite_found(self.nonfinite)
+
     def resolved_track(self) -> dict[str, Any]:
         """The run's track with every key of :data:`TRACK_KEYS`: run.json's, or for files
         written before run.json had one, derived as the harness derives it."""
@@ -219,7 +252,27 @@ class RunJson:
         try:
             return Spec.from_dict(self.spec)
         except Exception as exc:  # a spec the harness could not have written
-            raise RunJsonError(f"spec cannot be read ({type(exc).__name__}: {exc})") from None
+            raise RunJsonError(f"spec cannot be read ({type(exc).__name__}: {exc})", self.path) from None
+
+    def integrity_problem(self) -> str | None:
+        """Why ``run_id`` disagrees with the spec (None when it is the spec's hash): the file was
+        edited after the run, so its results may not be what the spec says. A spec lacking keys
+        (not the harness's) is a problem too."""
+        try:
+            run_id = Spec.from_dict(self.spec).run_id
+        except Exception as exc:  # noqa: BLE001 - a spec the harness could not have written
+            return f"spec cannot be read ({type(exc).__name__}: {exc})"
+        if self.run_id != run_id:
+            return f"run_id {self.run_id} is not the hash of the spec ({run_id}): the spec or the run id was edited"
+        return None
+
+
+def nonfinite_found(value: Any) -> str | None:
+    """The text of run.json's ``nonfinite`` value (None: absent or null)."""
+    if value is None:
+        return None
+    found = value.get("found") if isinstance(value, dict) else None
+    return found if isinstance(found, str) and found else "non-finite values (run.json nonfinite)"
 
 
 def read_run_json(run_dir: Path) -> RunJson:
@@ -255,7 +308,7 @@ RUN_KEYS: dict[str, tuple[type, ...]] = {
     "track": (dict,),
     "leaderboard_metrics": (list,),
 }
-OPTIONAL_RUN_KEYS: dict[str, tuple[type, ...]] = {"created": (str,), "updated": (str,)}
+OPTIONAL_RUN_KEYS: dict[str, tuple[type, ...]] = {"created": (str,), "updated": (str,), "nonfinite": (dict,)}
 SPEC_KEYS: dict[str, tuple[type, ...]] = {
     "plugin": (str,), "preset": (str,), "params": (dict,), "trainer": (str,), "generator": (str,),
     "scorer": (str,), "metrics": (list,), "policy": (str,), "policy_params": (dict,), "start": (str,),
@@ -342,6 +395,9 @@ def run_json_problems(data: dict[str, Any], where: str) -> tuple[list[str], bool
     for k in ("name", "plugin", "preset", "generations", "real_data", "id"):
         if track[k] != expected[k]:
             problems.append(f"{where}: track.{k} is {track[k]!r}, the spec gives {expected[k]!r}")
+    _, unusable = parse_headline(data.get("headline"))
+    if unusable:  # leaderboards ignore it with a warning
+        problems.append(f"{where}: headline is unusable ({unusable})")
     return problems, True
 
 
@@ -388,6 +444,7 @@ class RunRecord:
     mitigation: str = ""  # identity.mitigation (older runs: the policy label), the suite table's row
     headline: dict[str, Any] | None = None  # run.json headline, checked (parse_headline)
     headline_problem: str | None = None  # why run.json's headline was ignored
+    nonfinite: str | None = None  # run.json nonfinite: the non-finite values the run met
 
     @property
     def complete(self) -> bool:
@@ -395,8 +452,12 @@ class RunRecord:
 
     @classmethod
     def from_run_json(cls, path: Path, run: RunJson) -> "RunRecord":
-        """The record of a run; RunJsonError where its track does not hold its generation count
-        (it could not be ranked against its track)."""
+        """The record of a run; RunJsonError where its run id is not its spec's hash
+        (:meth:`RunJson.integrity_problem`: an edited file) or its track does not hold its
+        generation count (it could not be ranked against its track)."""
+        problem = run.integrity_problem()
+        if problem is not None:
+            raise RunJsonError(problem, run.path)
         track = run.resolved_track()
         if track["generations"] != run.generations_requested:
             raise RunJsonError(f"track.generations {track['generations']!r} differs from generations_requested "
@@ -408,7 +469,8 @@ class RunRecord:
                    entry_key=entry_key(entry), policy=run.policy_label, track=track,
                    main=tuple(run.leaderboard_metrics),
                    error=run.error if isinstance(run.error, str) else None,
-                   mitigation=run.mitigation, headline=headline, headline_problem=headline_problem)
+                   mitigation=run.mitigation, headline=headline, headline_problem=headline_problem,
+                   nonfinite=run.nonfinite_found)
 
 
 def parse_run_json(path: Path, data: Any) -> RunRecord:
@@ -613,8 +675,7 @@ def consolidate(run_dir: Path, info: Mapping[str, Any] | RunJson, done: int, wri
     ``known`` holds rows already in memory by generation; the others are read from their folders.
     """
     known = known or {}
-    parts = [gen_metrics_table(known[k]) if k in known
-             else pq.read_table(Path(run_dir) / R.GENS_DIR / R.gen_name(k) / R.METRICS_FILE) for k in range(done)]
+    parts = [gen_metrics_table(known[k]) if k in known else _gen_metrics(Path(run_dir), k) for k in range(done)]
     gen_table = pa.concat_tables(parts) if parts else R.GEN_METRICS_SCHEMA.empty_table()
     table = stamp(gen_table, _identity_of(info))
     if write:
@@ -622,19 +683,125 @@ def consolidate(run_dir: Path, info: Mapping[str, Any] | RunJson, done: int, wri
     return table
 
 
+def _gen_metrics(run_dir: Path, k: int) -> pa.Table:
+    """Generation k's metrics table; a BenchError naming the file when it is damaged."""
+    path = run_dir / R.GENS_DIR / R.gen_name(k) / R.METRICS_FILE
+    try:
+        return pq.read_table(path)
+    except OSError as exc:
+        if exc.errno is not None or isinstance(exc, FileNotFoundError):
+            raise  # the file system's own error (a permission, a full disk)
+        damage = exc  # pyarrow's errors for a file that is not Parquet are OSErrors without errno
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for damaged files
+        damage = exc
+    raise BenchError(f"{path}: damaged ({_reason(damage)}), so the run's metrics cannot be joined; "
+                     f"`bench validate {run_dir}` lists everything damaged in the run folder") from None
+
+
+def locked_by(run_dir: Path) -> str | None:
+    """Who holds a run folder's lock (a process running it, e.g. "pid 12 on host"), or None."""
+    return locked_by_file(Path(run_dir) / LOCK_FILE)
+
+
+def locked_by_file(path: Path) -> str | None:
+    """Who holds the lock file ``path`` (flock, as bench.loop.FolderLock takes it), or None."""
+    import fcntl
+
+    try:
+        fh = open(path, "rb")
+    except OSError:
+        return None  # no lock file: never run, or not readable (then nothing can be said)
+    with fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return fh.read(200).decode(errors="replace").strip() or "another process"
+        except OSError:
+            return None
+        fcntl.flock(fh, fcntl.LOCK_UN)
+    return None
+
+
+# -- reading a generation's files ------------------------------------------------------------------
+
+
+def read_file(path: Path, what: str, read: Callable[[Path], Any], hint: str | None = None) -> Any:
+    """``read(path)``, with a BenchError naming the file where it cannot be read or is damaged
+    (any exception of the reader: pyarrow and safetensors raise several types for a damaged
+    file). ``what`` names the content (``model state``); ``hint`` says how to repair it, by
+    default `bench validate` on the run folder."""
+    try:
+        return read(path)
+    except BenchError:
+        raise
+    except OSError as exc:
+        if exc.errno is not None and exc.strerror:  # the file system's own error: missing, permissions
+            raise BenchError(f"{path}: cannot read the {what} ({exc.strerror})") from None
+        damage: BaseException = exc  # pyarrow's errors for a file that is not Parquet have no errno
+    except Exception as exc:  # noqa: BLE001 - whatever a damaged file makes the reader raise
+        damage = exc
+    run = next((p for p in Path(path).parents if (p / R.RUN_JSON).is_file()), Path(path).parent)
+    raise BenchError(f"{path}: damaged {what} ({_reason(damage)}); "
+                     + (hint or f"`bench validate {run}` lists everything damaged in the run folder")) from None
+
+
+def read_state(path: Path) -> dict[str, Any]:
+    """A generation's kept model state (safetensors); a BenchError naming a damaged file, with
+    how to have the harness compute the generation again."""
+    gen = Path(path).parent
+    return read_file(path, "model state", R.read_state,
+                     hint=f"remove {gen} and the generation folders after it, then run the same command again "
+                          "to compute them anew")
+
+
+def read_samples(path: Path) -> tuple[Any, dict[str, Any]]:
+    """A generation's samples and their scores (:func:`bench.results.read_samples`); a BenchError
+    naming a damaged file."""
+    return read_file(path, "samples", R.read_samples)
+
+
+def read_sample_row(path: Path, index: int) -> dict[str, Any]:
+    """One row of a samples file (:func:`bench.results.read_sample_row`); a BenchError naming a
+    damaged file, or saying which samples exist."""
+    row = read_file(path, "samples", lambda p: R.read_sample_row(p, index))
+    if "sample" not in row:
+        raise BenchError(f"{path}: damaged samples (no sample column)")
+    return row
+
+
+def read_gen_rows(path: Path) -> list[dict[str, Any]]:
+    """A generation's metric rows (GEN_METRICS_SCHEMA) as dicts; a BenchError naming a damaged
+    file or one with other columns."""
+    table = read_file(path, "metrics", pq.read_table)
+    problems = check_metrics_schema(table.schema, R.GEN_METRICS_SCHEMA)
+    if problems:
+        raise BenchError(f"{path}: damaged metrics ({problems[0]})")
+    return table.select(R.GEN_METRICS_SCHEMA.names).to_pylist()
+
+
 def read_metrics(run_dir: Path, validate: bool = True) -> pa.Table:
     """A run's metrics (METRICS_SCHEMA), from metrics.parquet, or rebuilt from the generation
-    folders when the consolidated file is behind them (after a kill)."""
+    folders when the consolidated file is behind them (after a kill). A damaged run.json or
+    metrics file gives a BenchError naming it."""
     run_dir = Path(run_dir)
-    info = R.read_json(run_dir / R.RUN_JSON)
+    info = read_run_json(run_dir)
     done = R.finished_generations(run_dir)
     path = run_dir / R.METRICS_FILE
     table = None
     if path.exists():
-        table = pq.read_table(path)
+        table = read_file(path, "metrics", pq.read_table,
+                          hint="`bench run` with the same spec and --out rewrites it from the generation folders")
+        problem = schema_problem(table.schema)
+        if problem:
+            raise BenchError(f"{path}: {problem}; `bench run` with the same spec and --out rewrites it from the "
+                             "generation folders")
         if table.num_rows and max(table.column("generation").to_pylist()) != done - 1:
             table = None
     if table is None:
+        missing = [k for k, _ in R.RUN_COLUMNS if k != "schema_version" and k not in info.identity]
+        if missing:
+            raise RunJsonError(f"identity lacks {', '.join(missing)}, so the metrics cannot be rebuilt from the "
+                               "generation folders", info.path)
         table = consolidate(run_dir, info, done, write=False)
     if validate:
         problems = validate_metrics(table, str(path))

@@ -8,6 +8,8 @@ leaves out the policy and the start, so runs that differ only in those share gen
 
 from __future__ import annotations
 
+import numbers
+import os
 import re
 import warnings
 from pathlib import Path
@@ -30,15 +32,55 @@ DEFAULT_START = "pretrained"
 # -- parsing user input --------------------------------------------------------------------------
 
 
-def parse_seeds(text: str | int | Iterable[int]) -> list[int]:
-    """``3`` -> [3]; ``0-4`` -> [0..4]; ``0,2,7`` -> [0, 2, 7]; ranges and lists combine."""
+# The most runs one command may name (seeds of `bench run`, runs of a sweep): a typo such as
+# 0-100000000 is refused at once instead of resolving runs for hours; BENCH_MAX_RUNS raises it.
+MAX_RUNS = 10_000
+ENV_MAX_RUNS = "BENCH_MAX_RUNS"
+
+
+def max_runs() -> int:
+    """The run limit of one command: ``BENCH_MAX_RUNS`` when set, else :data:`MAX_RUNS`."""
+    text = os.environ.get(ENV_MAX_RUNS, "").strip()
+    if not text:
+        return MAX_RUNS
+    if not text.isdigit() or int(text) < 1:
+        raise BenchError(f"{ENV_MAX_RUNS} must be a whole number >= 1 (the most runs one command may name), "
+                         f"got {text!r}")
+    return int(text)
+
+
+def too_many_runs(count: int, what: str, split: str = "") -> BenchError:
+    """The message for ``what`` naming ``count`` runs, over :func:`max_runs`; ``split`` says how
+    to divide the work (default: seed ranges over several commands)."""
+    limit = max_runs()
+    split = split or f"split the seeds over several commands (0-{limit - 1}, then {limit}-...)"
+    return BenchError(f"{what}: {count:,} runs, more than the limit of {limit:,} runs per command: "
+                      f"{split}, or raise the limit with the environment variable {ENV_MAX_RUNS}={count}")
+
+
+def parse_seeds(text: str | int | Iterable[int | str]) -> list[int]:
+    """``3`` -> [3]; ``0-4`` -> [0..4]; ``0,2,7`` -> [0, 2, 7]; ranges and lists combine, and a
+    list may hold numbers and such texts. More seeds than :func:`max_runs` are refused before any
+    list is built."""
     if isinstance(text, bool):
         raise BenchError(f"invalid seeds {text!r}")
-    if isinstance(text, int):
-        return [text]
+    if isinstance(text, numbers.Integral):
+        return [int(text)]
+    limit = max_runs()
     if not isinstance(text, str):
-        return [int(s) for s in text]
-    seeds: list[int] = []
+        if not isinstance(text, Iterable) or isinstance(text, (Mapping, bytes)):
+            raise BenchError(f"invalid seeds {text!r}: use a number (3), a range (0-4) or a list (0,2,7)")
+        seeds: list[int] = []
+        for item in text:
+            if isinstance(item, bool) or not isinstance(item, (numbers.Integral, str)):
+                raise BenchError(f"invalid seed {item!r} in {text!r}: use numbers, or texts such as \"0-4\"")
+            seeds.extend(parse_seeds(item))
+            if len(seeds) > limit:
+                raise too_many_runs(len(seeds), f"seeds {text!r}")
+        if len(set(seeds)) != len(seeds):
+            raise BenchError(f"seeds {text!r} name a seed twice")
+        return seeds
+    seeds = []
     for part in str(text).split(","):
         part = part.strip()
         m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
@@ -47,6 +89,8 @@ def parse_seeds(text: str | int | Iterable[int]) -> list[int]:
         lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
         if hi < lo:
             raise BenchError(f"invalid seed range {part!r}: the end is before the start")
+        if len(seeds) + hi - lo + 1 > limit:
+            raise too_many_runs(len(seeds) + hi - lo + 1, f"seeds {text!r}")
         seeds.extend(range(lo, hi + 1))
     if len(set(seeds)) != len(seeds):
         raise BenchError(f"seeds {text!r} name a seed twice")
@@ -72,9 +116,12 @@ def read_mapping(path: str | Path, what: str = "config file") -> dict[str, Any]:
     in messages."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise BenchError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise BenchError(f"{what} {path} is not a text file: byte {exc.start} is not UTF-8; "
+                         "give a YAML or TOML file") from None
     toml = path.suffix.lower() == ".toml"
     try:
         if toml:
@@ -248,6 +295,8 @@ def resolve(
     if start not in STARTS:
         raise BenchError(f"unknown start {start!r}.{suggest(start, STARTS)} Choose one of {', '.join(STARTS)}.")
 
+    if isinstance(metrics, str):  # one metric, never its letters
+        metrics = [metrics]
     metric_names = list(bundle.metrics) if metrics is None else list(metrics)
     for name in metric_names:
         m = bench.metrics.get(name)

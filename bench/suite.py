@@ -412,26 +412,25 @@ CSV_COLUMNS = ["mitigation", "track", "track_id", "headline", "direction", "appl
 
 
 def write_csv(s: SuiteResult, path: Path) -> None:
-    """Tidy rows, one per mitigation and track (also n/a ones). Text from results goes through
-    :func:`bench.leaderboard.csv_text` (no spreadsheet formulas); numbers are ``repr`` floats,
-    ``inf`` for a censored generation count, ``nan`` or empty where there is none."""
-    t = L.csv_text
+    """Tidy rows, one per mitigation and track (also n/a ones), built by
+    :func:`bench.render.csv_row` as every CSV is: text from results through its formula guard,
+    numbers as ``repr`` floats, ``inf`` for a censored generation count, ``nan`` or empty where
+    there is none."""
     buf = io.StringIO(newline="")
     w = csv.writer(buf)
-    w.writerow(CSV_COLUMNS)
+    w.writerow(L.csv_row(CSV_COLUMNS))
     for row in s.rows:
         for track, c in zip(s.tracks, row.cells):
             col = c.collapse
-            gens = ([repr(col.median), repr(col.low), repr(col.high), col.censored, col.last] if col is not None
-                    else ["", "", "", "", ""])
-            w.writerow([t(row.label), t(track.name), t(track.id), t(track.headline["metric"]),
-                        t(track.headline.get("direction")), int(c.applies), t(c.reason),
-                        t(c.entry) if c.entry is not None else "", int(c.baseline),
-                        *(repr(x) if c.has_entry else "" for x in (c.rank, c.final_mean, c.diff_mean,
-                                                                   c.diff_low, c.diff_high)),
-                        c.n_paired if c.has_entry else "", c.better, c.beyond,
-                        repr(c.standardised) if c.has_entry else "", *gens,
-                        repr(row.mean_rank), row.wins, row.losses])
+            gens = ([float(col.median), float(col.low), float(col.high), col.censored, col.last]
+                    if col is not None else [None] * 5)
+            numbers = [float(x) if c.has_entry else None for x in (c.rank, c.final_mean, c.diff_mean, c.diff_low,
+                                                                    c.diff_high)]
+            w.writerow(L.csv_row([row.label, track.name, track.id, track.headline["metric"],
+                                  str(track.headline.get("direction")), int(c.applies), c.reason, c.entry,
+                                  int(c.baseline), *numbers, c.n_paired if c.has_entry else None, c.better,
+                                  c.beyond, float(c.standardised) if c.has_entry else None, *gens,
+                                  float(row.mean_rank), row.wins, row.losses]))
     R.write_text(path, buf.getvalue())
 
 

@@ -34,15 +34,21 @@ from bench.executors import (
 from bench.options import (
     CONFIG_KEYS,
     DEFAULT_KEEP_STATES,
+    DEFAULT_ON_NONFINITE,
     DEFAULT_OUT,
     SPEC_KEYS,
+    check_value,
     default_threads,
+    is_path,
+    metric_names,
     parse_keep_states,
+    parse_on_nonfinite,
     parse_threads,
     resolve_checked,
+    short,
 )
 from bench.plugins import Bench, suggest
-from bench.spec import Spec, parse_seeds
+from bench.spec import Spec, max_runs, parse_seeds, too_many_runs
 
 DEFAULT_EXECUTOR = "local"
 SUMMARY_DIR = ".sweeps"
@@ -53,6 +59,18 @@ SWEEP_KEYS = (*CONFIG_KEYS, "executor", "workers", "threads_per_worker", "batch"
 # Grid axes that are not parameters (the options that change the spec, and the seed); any other
 # grid key names a parameter (bare or ``set.NAME``).
 AXES = (*SPEC_KEYS, "seed", "seeds")
+# What the sweep's own keys take (those of a run are checked by bench.options.check_value).
+SWEEP_EXPECTS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "executor": (lambda v: v is None or isinstance(v, str), "an executor name such as local"),
+    "workers": (lambda v: v is None or isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+                "a whole number >= 1"),
+    "threads_per_worker": (lambda v: v is None or isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+                           "a whole number >= 1"),
+    "batch": (lambda v: isinstance(v, bool), "true or false"),
+    "summary": (lambda v: v is None or is_path(v), "a file name"),
+    "grid": (lambda v: v is None or isinstance(v, (dict, list)),  # expand() checks each block
+             "a mapping of axis: [values], or a list of such mappings (blocks)"),
+}
 # Lines of failed or busy runs printed at most; the summary JSON lists every one.
 MAX_LISTED = 5
 
@@ -86,6 +104,7 @@ class Sweep:
     workers: int | None = None
     threads_per_worker: int = 1
     keep_states: str = DEFAULT_KEEP_STATES
+    on_nonfinite: str = DEFAULT_ON_NONFINITE
     batch: bool = True
     options: dict[str, Any] = field(default_factory=dict)  # the chosen executor's, merged and checked
     summary: Path | None = None
@@ -111,16 +130,10 @@ def read_file(path: str | Path) -> dict[str, Any]:
 
 def _seed_list(value: Any, where: str) -> list[int]:
     """Seeds from ``3``, ``"0-4"``, ``[0, 1]`` or ``["0-2", 7]``."""
-    items = value if isinstance(value, list) else [value]
-    seeds: list[int] = []
     try:
-        for item in items:
-            seeds.extend(parse_seeds(item if isinstance(item, (int, str)) and not isinstance(item, bool) else str(item)))
+        return parse_seeds(value)
     except BenchError as exc:
         raise BenchError(f"{where}: {exc}") from None
-    if len(set(seeds)) != len(seeds):
-        raise BenchError(f"{where}: a seed is named twice in {value!r}")
-    return seeds
 
 
 def _grid_axes(grid: Any, where: str) -> list[tuple[str, list[Any]]]:
@@ -150,12 +163,31 @@ def _grid_axes(grid: Any, where: str) -> list[tuple[str, list[Any]]]:
             axes.append(("seed", seeds))
             continue
         if not isinstance(values, list):
-            raise BenchError(f"{where}: grid.{key} must be a list of values, got {values!r} "
+            raise BenchError(f"{where}: grid.{key} must be a list of values, got {short(values)} "
                              f"(for a single value, put it at the top level)")
         if not values:
             raise BenchError(f"{where}: grid.{key} is an empty list: a sweep over it would run nothing")
+        if key in SPEC_KEYS:
+            for i, value in enumerate(values):  # None stands for the default, as at the top level
+                check_value(key, value, where, name=f"value {i + 1} of grid.{key}")
         axes.append((key, values))
     return axes
+
+
+def count_runs(data: Mapping[str, Any], where: str = "sweep") -> int:
+    """How many runs the grid of ``data`` names (combinations x seeds, duplicates counted), found
+    without resolving any: a sweep over more than :func:`bench.spec.max_runs` is refused at once."""
+    grid = data.get("grid") or {}
+    if isinstance(grid, list):
+        return sum(count_runs({**data, "grid": block}, f"{where}, grid block {i + 1}")
+                   for i, block in enumerate(grid) if isinstance(block, dict))
+    axes = _grid_axes(grid, where)
+    n = 1
+    for _, values in axes:
+        n *= len(values)
+    if all(key != "seed" for key, _ in axes):
+        n *= len(_seed_list(data.get("seeds", data.get("seed", 0)), f"{where}: seeds"))
+    return n
 
 
 def _near_axis(key: str) -> str | None:
@@ -181,6 +213,14 @@ def expand(b: Bench, data: Mapping[str, Any], where: str = "sweep",
     ``grid`` may also be a list of such mappings (blocks): each block is crossed with the top-level
     values on its own, and the runs of all blocks are joined (seeds 0-4 for cheap models and 0-2
     for a language model in one file)."""
+    total = count_runs(data, where)
+    if total > max_runs():
+        raise too_many_runs(total, f"{where}: the grid", "split the grid over several sweep files")
+    return _expand(b, data, where, not_applicable)
+
+
+def _expand(b: Bench, data: Mapping[str, Any], where: str,
+            not_applicable: list | None) -> tuple[list[tuple[dict, Spec]], int]:
     grid = data.get("grid") or {}
     if isinstance(grid, list):
         if not grid:
@@ -190,14 +230,14 @@ def expand(b: Bench, data: Mapping[str, Any], where: str = "sweep",
             if not isinstance(block, dict):
                 raise BenchError(f"{where}: grid block {i + 1} must be a mapping of axis: [values], "
                                  f"got {type(block).__name__}")
-            block_pairs, _ = expand(b, {**data, "grid": block}, f"{where}, grid block {i + 1}", not_applicable)
+            block_pairs, _ = _expand(b, {**data, "grid": block}, f"{where}, grid block {i + 1}", not_applicable)
             pairs.extend(block_pairs)
         return _unique(pairs)
     axes = _grid_axes(grid, where)
     axis_names = {("seed" if k == "seed" else k.removeprefix("set.")) for k, _ in axes}
-    base_set = data.get("set") or {}
+    base_set = {} if data.get("set") is None else data["set"]
     if not isinstance(base_set, dict):
-        raise BenchError(f"{where}: 'set' must be a mapping of parameter: value")
+        raise BenchError(f"{where}: set must be a mapping of parameter: value, got {short(base_set)}")
     for key in sorted(axis_names):
         if key == "seed":
             top = "seeds" in data or "seed" in data
@@ -244,7 +284,8 @@ def expand(b: Bench, data: Mapping[str, Any], where: str = "sweep",
             try:  # resolved and checked by the model, as `bench run` does
                 spec = resolve_checked(b, str(plugin), values["preset"], seed=seed,
                                        generations=values["generations"], policy=values["policy"],
-                                       start=values["start"], overrides=overrides, metrics=values["metrics"],
+                                       start=values["start"], overrides=overrides,
+                                       metrics=metric_names(values["metrics"]),
                                        trainer=values["trainer"], generator=values["generator"],
                                        scorer=values["scorer"], mitigation=values["mitigation"])
             except BenchError as exc:
@@ -293,7 +334,7 @@ def executor_options(b: Bench, name: str, block: Any, flags: Mapping[str, Any], 
         for key, value in values.items():
             if key not in options:
                 known = ", ".join(sorted(options)) or "none"
-                raise BenchError(f"{source}: executor {name!r} has no option {key!r}.{suggest(key, options)} "
+                raise BenchError(f"{source}: executor {name!r} has no option {key!r}.{suggest(str(key), options)} "
                                  f"Its options: {known}.")
             options[key] = value
     return options
@@ -308,6 +349,7 @@ def load(
     workers: int | None = None,
     threads_per_worker: int | None = None,
     keep_states: str | None = None,
+    on_nonfinite: str | None = None,
     batch: bool | None = None,
     summary: str | Path | None = None,
     executor_flags: Mapping[str, Any] | None = None,
@@ -318,13 +360,19 @@ def load(
     data = read_file(path)
     where = f"sweep file {path}"
     executors = set(b.executors.names())
-    for key in data:
+    for key, value in data.items():
         if key not in SWEEP_KEYS and key not in executors:
             raise BenchError(
-                f"{where}: unknown key {key!r}.{suggest(key, list(SWEEP_KEYS) + sorted(executors))} "
+                f"{where}: unknown key {key!r}.{suggest(str(key), list(SWEEP_KEYS) + sorted(executors))} "
                 f"Known keys: {', '.join(SWEEP_KEYS)}, or a block of executor options named after "
                 f"the executor ({', '.join(sorted(executors))})."
             )
+        check_value(key, value, where)  # the options of a run (bench.options)
+        test = SWEEP_EXPECTS.get(key)
+        if key in executors:
+            test = (lambda v: v is None or isinstance(v, dict), "a mapping of option: value")
+        if test is not None and not test[0](value):
+            raise BenchError(f"{where}: {key} must be {test[1]}, got {short(value)}")
     not_applicable: list[tuple[dict, str]] = []
     pairs, duplicates = expand(b, data, where, not_applicable)
     out_dir = Path(out or data.get("out") or DEFAULT_OUT).absolute()
@@ -356,6 +404,7 @@ def load(
         workers=w,
         threads_per_worker=t,
         keep_states=parse_keep_states(keep_states or data.get("keep_states") or DEFAULT_KEEP_STATES),
+        on_nonfinite=parse_on_nonfinite(on_nonfinite or data.get("on_nonfinite")),
         batch=batch_value,
         options=options,
         summary=Path(summary_value) if summary_value else None,
@@ -384,6 +433,7 @@ def plan_tasks(b: Bench, sweep: Sweep) -> list[Task]:
         half = (len(group) + 1) // 2
         chunks[largest:largest] = [group[:half], group[half:]]
     return [Task(specs=tuple(s.to_dict() for s in chunk), out=str(sweep.out), keep_states=sweep.keep_states,
+                 on_nonfinite=sweep.on_nonfinite,
                  threads=sweep.threads_per_worker) for chunk in chunks]
 
 
@@ -412,6 +462,15 @@ class SweepSummary:
     def failed(self) -> list[dict[str, Any]]:
         return [row for row in self.rows if row["status"] == FAILED]
 
+    @property
+    def busy(self) -> list[dict[str, Any]]:
+        return [row for row in self.rows if row["status"] == BUSY]
+
+    @property
+    def ok(self) -> bool:
+        """Every run ended done or skipped: none failed, none was held by another process."""
+        return not self.failed and not self.busy
+
     def as_dict(self) -> dict[str, Any]:
         return {"sweep": self.name, "executor": self.executor, "out": str(self.out), "started": self.started,
                 "seconds": round(self.seconds, 3), "counts": {s: self.count(s) for s in STATUSES},
@@ -423,11 +482,15 @@ class SweepSummary:
         for status in (FAILED, BUSY):
             rows = [row for row in self.rows if row["status"] == status]
             for row in rows[:MAX_LISTED]:
-                why = row["error"] if status == FAILED else ("another process is running it; run the sweep "
-                                                            "again later to check that it finished")
+                why = row["error"] if status == FAILED else "another process holds this run"
                 lines.append(f"  {status}: {row['folder']}: {why}")
             if len(rows) > MAX_LISTED:
                 lines.append(f"  ... and {len(rows) - MAX_LISTED} more {status} (the summary JSON lists them all)")
+        if self.count(BUSY):
+            lines.append(f"  {self.count(BUSY)} run(s) busy: another `bench run` or sweep is running them, or the "
+                         "workers of a sweep that was killed are still stopping. Wait for those processes to end "
+                         "(`bench runs` shows the runs still running), then run the same sweep again to check "
+                         "that every run finished")
         if self.count(INTERRUPTED):
             lines.append(f"  {self.count(INTERRUPTED)} run(s) interrupted: run the same sweep again to finish them")
         if self.not_applicable:

@@ -128,6 +128,7 @@ class Task:
     out: str
     keep_states: str = "first-last"
     threads: int = 1
+    on_nonfinite: str = "stop"  # bench.options.ON_NONFINITE
 
     @property
     def folders(self) -> list[str]:

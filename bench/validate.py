@@ -11,6 +11,8 @@ there. A path holding no run at all is a problem too.
 from __future__ import annotations
 
 import json
+import math
+import os
 import re
 import struct
 from dataclasses import dataclass, field
@@ -31,6 +33,10 @@ GEN_FILES = set(RF.GEN_ENTRIES)
 SAMPLE_COLUMNS = RF.SAMPLE_COLUMNS
 _GEN_DIR = re.compile(r"\d{6}")
 _TMP = re.compile(r"\..*\.tmp")
+_NONFINITE_WHAT = {
+    "failed": "the run stopped there; fix the component and run again, or go on with --on-nonfinite record",
+    "": "the run went on (on_nonfinite record): that generation and the later ones hold results of NaN or inf",
+}
 
 
 @dataclass
@@ -108,9 +114,18 @@ def check(paths: Iterable[str | Path], bench: Any = None) -> Report:
         runs = RF.runs_below(p)
         if not runs:
             report.problems.append(f"{p}: no run folder (holding run.json) at or below it")
+        report.problems += _gen0_leftovers(p)
         for run in runs:
             report.runs += 1
-            problems, key = check_run(run, plugin_files=plugin_files, notes=report.notes)
+            holder = RF.locked_by(run)
+            if holder is not None:  # its files change as we read them; its temp files are in progress
+                report.problems.append(f"{run}: a run in progress ({holder} holds it); check it once that "
+                                       "process has finished")
+                continue
+            try:
+                problems, key = check_run(run, plugin_files=plugin_files, notes=report.notes)
+            except OSError as exc:  # a folder that cannot be read (permissions)
+                problems, key = [f"{exc.filename or run}: unreadable ({exc.strerror or exc})"], None
             report.problems.extend(problems)
             if key is not None:
                 if key in seen and seen[key] != run:
@@ -118,6 +133,24 @@ def check(paths: Iterable[str | Path], bench: Any = None) -> Report:
                                            f"as {seen[key]}")
                 seen.setdefault(key, run)
     return report
+
+
+def _gen0_leftovers(top: Path) -> list[str]:
+    """Temporary folders a killed build of a shared generation 0 left in ``top/.gen0`` (those of
+    a build in progress, whose lock is held, are not)."""
+    cache = top / ".gen0"
+    try:
+        names = sorted(p.name for p in cache.iterdir() if _TMP.fullmatch(p.name))
+    except OSError:
+        return []
+    out = []
+    for name in names:
+        key = name[1:].split(".")[0]
+        if key != R.gen_name(0) and RF.locked_by_file(cache / f"{key}.lock") is not None:
+            continue  # being built now
+        out.append(f"{cache / name}: leftover of a killed build of generation 0 (`bench run` of a run "
+                   "sharing that generation 0 removes it; deleting it is safe)")
+    return out
 
 
 def check_run_json(path: Path) -> tuple[list[str], dict[str, Any] | None, bool]:
@@ -153,6 +186,9 @@ def check_run(run: Path, plugin_files: PluginFiles | None = None,
         problems.append(f"{run / R.GENS_DIR}: {done_on_disk} finished generation folder(s), run.json says "
                         f"generations_done {done}")
     _check_metrics(run, data, min(done, done_on_disk), problems, gen_tables)
+    found = RF.nonfinite_found(data.get("nonfinite"))
+    if found:  # the loop's marker (on_nonfinite): the results from that generation on mean nothing
+        problems.append(f"{run / R.RUN_JSON}: {found} ({_NONFINITE_WHAT.get(data['status'], _NONFINITE_WHAT[''])})")
     return problems, key
 
 
@@ -189,7 +225,8 @@ def _unexpected(folder: Path, allowed: set[str], what: str) -> list[str]:
         if name in allowed:
             continue
         if _TMP.fullmatch(name):
-            out.append(f"{folder / name}: leftover temporary file of a killed write (`bench run` again removes it)")
+            out.append(f"{folder / name}: leftover temporary file of a killed write (`bench run` of the same "
+                       "spec and --out removes it)")
         elif not (folder.name == R.GENS_DIR and _GEN_DIR.fullmatch(name)):
             out.append(f"{folder / name}: unexpected in a {what}")
     return out
@@ -248,19 +285,55 @@ def _why(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+_DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2,
+                "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
+
+
 def _check_safetensors(path: Path, problems: list[str]) -> None:
-    """The header of a safetensors file parses (the tensors are not read)."""
+    """The header of a safetensors file parses, and its tensors' byte ranges (``data_offsets``,
+    each as long as dtype and shape say) tile the data after it exactly: a file cut short or
+    grown is found without reading the tensors."""
     try:
         with open(path, "rb") as fh:
-            size = path.stat().st_size
+            size = os.fstat(fh.fileno()).st_size
             (n,) = struct.unpack("<Q", fh.read(8))
             if n > size - 8:
                 raise ValueError("header longer than the file")
             header = json.loads(fh.read(n))
         if not isinstance(header, dict):
             raise ValueError("header is not a JSON object")
+        _check_tensor_offsets(header, size - 8 - n)
     except (OSError, ValueError, struct.error) as exc:
         problems.append(f"{path}: not a safetensors file ({_why(exc)})")
+
+
+def _check_tensor_offsets(header: dict[str, Any], data_bytes: int) -> None:
+    """ValueError unless the header's tensors cover bytes 0..data_bytes of the data one after the
+    other, each ``begin, end`` pair as long as its shape and dtype need."""
+    ranges = []
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            begin, end = entry["data_offsets"]
+            shape, width = entry["shape"], _DTYPE_BYTES[entry["dtype"]]
+            if not all(isinstance(x, int) and x >= 0 for x in (begin, end, *shape)):
+                raise TypeError
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"tensor {name!r}: no dtype, shape and data_offsets the format knows") from None
+        need = width * math.prod(shape)
+        if end - begin != need:
+            raise ValueError(f"tensor {name!r}: data_offsets {begin}..{end} hold {end - begin} bytes, its dtype "
+                             f"and shape need {need}")
+        ranges.append((begin, end))
+    covered = 0
+    for begin, end in sorted(ranges):
+        if begin != covered:
+            raise ValueError(f"tensor data has a gap or an overlap at byte {covered}")
+        covered = end
+    if covered != data_bytes:
+        raise ValueError(f"the header's tensors need {covered} bytes of data, the file holds {data_bytes} "
+                         f"({'cut short' if data_bytes < covered else 'bytes left over'})")
 
 
 def _read_parquet(path: Path):

@@ -1,7 +1,8 @@
 """The first-party executors of ``bench sweep``: ``local``, ``dask`` and ``slurm``.
 
 - ``local``: a process pool on this machine (spawned processes: torch and fork do not mix), one
-  thread per worker by default; ``--workers 1`` runs in the sweep's own process, for debugging.
+  thread per worker by default, whose workers end when the sweep's process is gone; ``--workers 1``
+  runs in the sweep's own process, for debugging.
 - ``dask``: dask.distributed. A LocalCluster on 127.0.0.1 by default, or ``--scheduler ADDRESS``
   (then Dask's own deployers, e.g. dask-jobqueue or dask-kubernetes, provide the workers).
   Runs can ask for abstract resources such as ``{GPU: 1}``.
@@ -19,6 +20,7 @@ import re
 import shutil
 import signal
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -49,12 +51,35 @@ _WORKER_BENCH = None
 _STOP = None
 _IN_TASK = False
 
+# How often a pool worker looks whether the sweep's process is still there, and how long a run it
+# interrupts then may take to record how it stopped before the worker exits anyway.
+PARENT_POLL_S = 0.5
+ORPHAN_GRACE_S = 30.0
 
-def _init_pool_worker(stop) -> None:
+
+def _watch_parent(parent: int) -> None:
+    """End this pool worker when the sweep's process is gone (killed with SIGKILL, say, so it could
+    not stop its workers): a run in progress is interrupted as by Ctrl-C, keeps its finished
+    generations and releases its folder, then the worker exits. Without this, orphaned workers
+    would go on holding their runs, and a rerun of the sweep would find them busy."""
+    while os.getppid() == parent:  # a dead parent's children are adopted by another process
+        time.sleep(PARENT_POLL_S)
+    if _IN_TASK:
+        os.kill(os.getpid(), signal.SIGINT)
+        deadline = time.monotonic() + ORPHAN_GRACE_S
+        while _IN_TASK and time.monotonic() < deadline:
+            time.sleep(0.05)
+    os._exit(1)
+
+
+def _init_pool_worker(stop, parent: int | None = None) -> None:
     """Pool workers: Ctrl-C interrupts the run in progress (it keeps its finished generations) and
-    is ignored between tasks, and once the sweep stops no queued task starts."""
+    is ignored between tasks, once the sweep stops no queued task starts, and a worker whose sweep
+    process (``parent``) is gone ends (:func:`_watch_parent`)."""
     global _STOP
     _STOP = stop
+    if parent is not None:
+        threading.Thread(target=_watch_parent, args=(parent,), name="watch-sweep", daemon=True).start()
 
     interrupted = []
 
@@ -127,7 +152,7 @@ def run_local(tasks: Sequence[Task], settings: ExecutorSettings) -> Iterator[Tas
     context = multiprocessing.get_context("spawn")
     stop = context.Event()
     pool = ProcessPoolExecutor(max_workers=_local_workers(settings, tasks), mp_context=context,
-                               initializer=_init_pool_worker, initargs=(stop,))
+                               initializer=_init_pool_worker, initargs=(stop, os.getpid()))
     try:
         # The workers are spawned while tasks are submitted. They start with Ctrl-C ignored, so that
         # one still importing is not killed by it; their initializer then installs its own handler.

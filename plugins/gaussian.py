@@ -133,20 +133,23 @@ def categorical_decoding(params: Params, who: str) -> tuple[float, int, float]:
 
 
 def _check_with(decoding):
-    """A bundle check that ends a run before it starts when a decoding option is out of range."""
+    """A bundle check that ends a run before it starts when a parameter or a decoding option is out
+    of range."""
 
     def check(params: Params) -> list[str]:
         try:
             decoding(params)
-        except ValueError as exc:
+        except (ValueError, TypeError) as exc:
             raise bench.BenchError(str(exc)) from None
         return []
 
     return check
 
 
-check_gaussian = _check_with(lambda params: temperature_of(params, "gaussian-sample"))
-check_categorical = _check_with(lambda params: categorical_decoding(params, "categorical-sample"))
+# The bundles' checks: every parameter the run reads, before any folder is made.
+check_gaussian = _check_with(lambda params: (_gaussian_params(params), temperature_of(params, "gaussian-sample")))
+check_categorical = _check_with(lambda params: (_categorical_params(params),
+                                                categorical_decoding(params, "categorical-sample")))
 
 
 def _fingerprint(tag: str, *arrays: np.ndarray) -> str:

@@ -179,6 +179,11 @@ def _check_params(params) -> None:
             f"gmm: n_samples ({params['n_samples']}) must be at least n_components "
             f"({params['n_components']})"
         )
+    for key in ("tol", "reg_covar"):  # EM's stopping tolerance and covariance floor
+        value = params[key]
+        number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+        if not (number and math.isfinite(float(value)) and float(value) >= 0):
+            raise ValueError(f"gmm: {key} must be a finite number >= 0, got {value!r}")
 
 
 def check(params) -> list[str]:

@@ -195,3 +195,87 @@ def test_config_file_components_reach_the_spec(tmp_path):
     cfg.write_text("plugin: gmm\ntrainer: gmm-em-batched\n")
     (spec,) = cb.specs(config=cfg)
     assert spec.plugin == "gmm" and spec.trainer == "gmm-em-batched"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("plugin: [gaussian, gmm]\n", "plugin must be a model name"),
+    ("plugin: 5\n", "plugin must be a model name"),
+    ("policy: [replace]\n", "policy must be a policy"),
+    ("preset: {a: 1}\n", "preset must be a preset name"),
+    ("out: [a]\n", "out must be a folder name"),
+    ("keep_states: [all]\n", "keep_states must be first-last, all or every:N"),
+    ("trainer: [gmm-em]\n", "trainer must be a trainer name"),
+    ("seeds: {a: 1}\n", "seeds must be a seed >= 0"),
+    ("seed: 1.5\n", "seed must be a seed >= 0"),
+    ("seeds: [0, x]\n", "invalid seeds 'x'"),
+    ("plugin: gaussian\nset: {1: 2}\n", "set must be a mapping of parameter name (text): value"),
+])
+def test_config_values_of_the_wrong_type_are_messages(capsys, tmp_path, text, message):
+    cfg = tmp_path / "spec.yaml"
+    cfg.write_text(text)
+    code, _, err = bench_cli(capsys, "run", "--config", cfg, "--dry-run", "--out", tmp_path / "r")
+    assert code == 2 and f"config file {cfg}: {message}" in err and "Traceback" not in err, err
+
+
+def test_a_binary_config_file_is_a_message(capsys, tmp_path):
+    cfg = tmp_path / "spec.yaml"
+    cfg.write_bytes(b"plugin: gmm\n\x96\xff\x00\x81")
+    code, _, err = bench_cli(capsys, "run", "--config", cfg, "--dry-run")
+    assert code == 2 and "is not a text file: byte 12 is not UTF-8" in err
+
+
+def test_metrics_given_as_one_string_is_one_metric(tmp_path):
+    cfg = tmp_path / "spec.yaml"
+    cfg.write_text("plugin: gaussian\nmetrics: logdet-diff\n")
+    (spec,) = cb.specs(config=cfg)
+    assert spec.metrics == ["logdet-diff"]
+    (spec,) = cb.specs("gaussian", metrics="gaussian-var")
+    assert spec.metrics == ["gaussian-var"]
+
+
+def test_absurd_seed_ranges_are_refused_at_once(capsys, monkeypatch):
+    code, out, err = bench_cli(capsys, "run", "--seeds", "0-100000000", "--dry-run")
+    assert code == 2 and out == ""
+    assert "100,000,001 runs, more than the limit of 10,000" in err and "BENCH_MAX_RUNS=100000001" in err
+    monkeypatch.setenv("BENCH_MAX_RUNS", "3")
+    assert parse_seeds("0-2") == [0, 1, 2]
+    with pytest.raises(BenchError, match="4 runs, more than the limit of 3"):
+        parse_seeds("0-1,5-6")
+    with pytest.raises(BenchError, match="4 runs, more than the limit of 3"):
+        parse_seeds([0, "1-3"])
+    monkeypatch.setenv("BENCH_MAX_RUNS", "lots")
+    with pytest.raises(BenchError, match="BENCH_MAX_RUNS must be a whole number"):
+        parse_seeds("0-2")
+
+
+def test_seed_lists_take_numbers_and_ranges():
+    assert parse_seeds([0, "2-4", 7]) == [0, 2, 3, 4, 7]
+    assert parse_seeds(range(3)) == [0, 1, 2]
+    for bad in ([0, 1.5], [[1]], {"a": 1}, 1.5, [0, "0-2"]):
+        with pytest.raises(BenchError):
+            parse_seeds(bad)
+
+
+def test_runs_of_a_missing_folder_is_an_error(capsys, tmp_path):
+    code, out, err = bench_cli(capsys, "runs", tmp_path / "nope")
+    assert code == 2 and "nope does not exist" in err
+    (tmp_path / "empty").mkdir()
+    code, out, err = bench_cli(capsys, "runs", tmp_path / "empty")
+    assert code == 0 and "No runs under" in out
+
+
+@pytest.mark.parametrize("plugin, setting, message", [
+    ("gaussian", "std=-1", "std > 0"),
+    ("gaussian", "n_samples=1", "n_samples must be an integer >= 2"),
+    ("gaussian", "dim=0", "dim must be an integer >= 1"),
+    ("gaussian", "estimator=median", "estimator must be 'unbiased'"),
+    ("categorical", "zipf=-1", "zipf must be a finite number >= 0"),
+    ("gmm", "tol=-1", "tol must be a finite number >= 0"),
+    ("gmm", "reg_covar=.nan", "reg_covar must be a finite number >= 0"),
+])
+def test_out_of_range_parameters_are_refused_before_any_folder(capsys, tmp_path, plugin, setting, message):
+    code, out, err = bench_cli(capsys, "run", "--plugin", plugin, "--set", setting, "-g", "1", "--out", tmp_path / "r")
+    assert code == 2 and message in err
+    assert not (tmp_path / "r").exists()
+    code, out, err = bench_cli(capsys, "run", "--plugin", plugin, "--set", setting, "--dry-run")
+    assert code == 2 and message in err and out == ""

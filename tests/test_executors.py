@@ -86,16 +86,27 @@ SWEEP = """\
 plugin: gaussian
 generations: 4
 grid:
-  std: [1.0, -1.0]
+  std: [1.0, 3.0]
   seed: [0, 1]
 """
+
+
+def _load_blocked(b, path, out):
+    """The sweep of ``path``, its std = 3 runs made to fail when they start: a file stands where
+    each one's folder goes (the model's check refuses an out-of-range std before any run)."""
+    sweep = S.load(b, path, out=out)
+    out.mkdir(parents=True)
+    for run in sweep.runs:
+        if run.entry["std"] == 3.0:
+            run.folder.write_text("not a run folder")
+    return sweep
 
 
 def _check_outcome(summary, out):
     by_entry = {(r["entry"]["std"], r["entry"]["seed"]): r for r in summary.rows}
     assert {k: r["status"] for k, r in by_entry.items()} == {
-        (1.0, 0): "done", (1.0, 1): "done", (-1.0, 0): "failed", (-1.0, 1): "failed"}
-    assert all("std > 0" in by_entry[(-1.0, s)]["error"] for s in (0, 1))
+        (1.0, 0): "done", (1.0, 1): "done", (3.0, 0): "failed", (3.0, 1): "failed"}
+    assert all(by_entry[(3.0, s)]["folder"] in by_entry[(3.0, s)]["error"] for s in (0, 1))
     # a run through the executor equals the same run in this process
     spec = resolve(Bench(), "gaussian", seed=1, generations=4)
     (local,) = execute_task(Task(specs=(spec.to_dict(),), out=str(out.parent / "ref")))
@@ -107,7 +118,7 @@ def test_dask_on_a_local_cluster_on_loopback_with_gpu_resource_tags(tmp_path):
     path = write_sweep(tmp_path / "s.yaml", SWEEP + "executor: dask\nworkers: 2\n"
                        "dask:\n  resources: {GPU: 1}\n  worker_resources: {GPU: 1}\n")
     b = Bench()
-    sweep = S.load(b, path, out=tmp_path / "r")
+    sweep = _load_blocked(b, path, tmp_path / "r")
     summary = S.run_sweep(b, sweep)
     _check_outcome(summary, tmp_path / "r")
     assert summary.executor == "dask"
@@ -136,7 +147,7 @@ def test_slurm_through_submitits_local_executor(tmp_path):
                        "  time: 10\n  array_parallelism: 2\n")
     b = Bench()
     messages = []
-    summary = S.run_sweep(b, S.load(b, path, out=tmp_path / "r"), log=messages.append)
+    summary = S.run_sweep(b, _load_blocked(b, path, tmp_path / "r"), log=messages.append)
     _check_outcome(summary, tmp_path / "r")
     assert any(m.startswith("slurm: submitted 4 job(s)") for m in messages)
     assert (tmp_path / "r" / ".submitit").is_dir()

@@ -354,10 +354,10 @@ def test_markup_from_plugins_and_results_is_escaped(tmp_path):
     res = tmp_path / "res"
     for seed in range(2):
         folder = fake_run(res, seed=seed, values={"loss": [0, 1]}, track={**TRACK, "name": EVIL, "id": EVIL,
-                                                                         "generations": 1}, main=["loss"])
+                                                                         "generations": 1}, main=["loss"],
+                          params={"<b>k</b>": "<i>v</i>"})  # in the spec, so in the run id
         info = R.read_json(folder / R.RUN_JSON)
         info["identity"]["policy"] = EVIL
-        info["spec"]["params"] = {"<b>k</b>": "<i>v</i>"}
         R.write_json(folder / R.RUN_JSON, info)
         t = pq.read_table(folder / R.METRICS_FILE)
         t = t.set_column(t.schema.get_field_index("metric"), "metric", pa.array([f"{EVIL}/m"] * t.num_rows))

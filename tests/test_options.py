@@ -271,3 +271,30 @@ def test_run_of_many_seeds_ends_with_a_short_line(capsys, tmp_path):
     line = next(line for line in out.splitlines() if line.startswith("Results:"))
     assert line.startswith(f"Results: {tmp_path}/ (7 runs: gaussian-smoke-replace-s0-")
     assert line.endswith("... and 4 more)") and line.count("gaussian-smoke") == 3
+
+
+@pytest.mark.parametrize("keywords, message", [
+    ({"policy": ["replace"]}, "policy (--policy) must be a policy such as replace"),
+    ({"preset": {"a": 1}}, "preset (--preset) must be a preset name"),
+    ({"seeds": {"a": 1}}, "seeds (--seeds) must be a seed >= 0"),
+    ({"seeds": [0, 1.5]}, "seeds (--seeds) must be a seed >= 0"),
+    ({"set": {1: 2}}, "set (--set) must be a mapping of parameter name (text): value"),
+    ({"metrics": 5}, "metrics (--metric) must be a metric name or a list of metric names"),
+    ({"mitigation": [1]}, "mitigation (--mitigation) must be a mitigation"),
+    ({"generations": 2.5}, "generations (--generations) must be a non-negative whole number"),
+])
+def test_api_keywords_of_the_wrong_type_are_messages(keywords, message):
+    with pytest.raises(BenchError) as info:
+        cb.specs("gaussian", **keywords)
+    assert message in str(info.value)
+
+
+def test_check_value_names_the_key_and_passes_what_fits():
+    assert O.check_value("policy", "mix:0.1") == "mix:0.1"
+    assert O.check_value("plugin", None) is None  # not given
+    assert O.check_value("seed", [0, "2-4"]) == [0, "2-4"]
+    with pytest.raises(BenchError, match=r"^f\.yaml: seed must be a seed >= 0 .*got -1$"):
+        O.check_value("seed", -1, "f.yaml")
+    with pytest.raises(BenchError, match=r"got \[0, 0, 0, .*\.\.\.$"):
+        O.check_value("plugin", [0] * 100)  # long values are cut short
+    assert set(O.EXPECTS) >= set(O.OPTION_KEYS) - {"on_nonfinite"}

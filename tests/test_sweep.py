@@ -133,18 +133,21 @@ def test_extending_generations_reruns_and_dry_run_shows_what_is_finished(capsys,
 
 @pytest.mark.slow
 def test_one_failing_run_does_not_stop_the_others(capsys, tmp_path):
-    # std = -1 passes the spec's type check and fails when the run loads its real data.
-    (tmp_path / "s.yaml").write_text("plugin: gaussian\ngenerations: 3\ngrid:\n  std: [1.0, -1.0, 2.0]\n")
+    # The std = 3 run cannot make its folder (a file stands in its place): it fails when it starts.
+    (tmp_path / "s.yaml").write_text("plugin: gaussian\ngenerations: 3\ngrid:\n  std: [1.0, 3.0, 2.0]\n")
     out = tmp_path / "r"
+    blocked = S.load(Bench(), tmp_path / "s.yaml", out=out).runs[1].folder
+    out.mkdir()
+    blocked.write_text("not a run folder")
     code, stdout, _ = bench_cli(capsys, "sweep", tmp_path / "s.yaml", "--out", out, "--workers", "2",
                                 "--summary", tmp_path / "summary.json")
     assert code == 1
     assert "2 done, 0 skipped, 1 failed" in stdout
     failed_lines = [line for line in stdout.splitlines() if line.strip().startswith("failed:")]
-    assert len(failed_lines) == 1 and "std > 0" in failed_lines[0]
+    assert len(failed_lines) == 1 and blocked.name in failed_lines[0]
     summary = json.loads((tmp_path / "summary.json").read_text())
     (bad,) = [r for r in summary["runs"] if r["status"] == "failed"]
-    assert bad["entry"] == {"std": -1.0, "seed": 0} and "std > 0" in bad["error"]
+    assert bad["entry"] == {"std": 3.0, "seed": 0} and bad["error"]
     assert bad["folder"] in failed_lines[0]
     good = [r for r in summary["runs"] if r["status"] == "done"]
     assert {r["entry"]["std"] for r in good} == {1.0, 2.0}
@@ -163,6 +166,17 @@ def test_one_failing_run_does_not_stop_the_others(capsys, tmp_path):
     ("plugin: gmm\nexecutor: dask\ndask: {schedular: x}\n", "has no option 'schedular'. Did you mean 'scheduler'"),
     ("grid:\n  seed: [0]\n", "names no plugin"),
     ("plugin: gmm\ngrid: [1, 2\n", "is not valid YAML"),
+    ("plugin: [gaussian, gmm]\n", "plugin must be a model name"),
+    ("plugin: gmm\nout: [a]\n", "out must be a folder name"),
+    ("plugin: gmm\ngrid:\n  policy: [{a: 1}]\n", "value 1 of grid.policy must be a policy"),
+    ("plugin: gmm\ngrid:\n  preset: [smoke, [paper]]\n", "value 2 of grid.preset must be a preset name"),
+    ("plugin: gmm\nsummary: [a]\n", "summary must be a file name"),
+    ("plugin: gmm\nexecutor: [local]\n", "executor must be an executor name"),
+    ("plugin: gmm\ndask: 5\n", "dask must be a mapping of option: value"),
+    ("plugin: gmm\ngrid: 5\n", "grid must be a mapping of axis: [values]"),
+    ("plugin: gmm\nseed: '0-2000000'\n", "2,000,001 runs, more than the limit of 10,000"),
+    ("plugin: gmm\ngrid:\n  seed: '0-200'\n  n_samples: [" + ", ".join(map(str, range(10, 60))) + "]\n",
+     "the grid: 10,050 runs, more than the limit of 10,000 runs per command: split the grid"),
 ])
 def test_a_mistake_in_the_file_exits_2_and_writes_nothing(capsys, tmp_path, text, message):
     (tmp_path / "s.yaml").write_text(text)
@@ -334,8 +348,12 @@ def test_two_sweeps_at_once_on_one_folder_lose_nothing(tmp_path):
                                      "grid:\n  policy: ['mix:0.5', accumulate]\n")
     procs = [_start_sweep(tmp_path / name, out, "--workers", "2") for name in ("a.yaml", "b.yaml")]
     outputs = [p.communicate(timeout=180) for p in procs]
-    for p, (stdout, stderr) in zip(procs, outputs):
-        assert p.returncode == 0, stdout + stderr
+    by_name = {s["sweep"]: s for s in summaries(out)}
+    for p, name, (stdout, stderr) in zip(procs, ("a", "b"), outputs):
+        # a sweep that found a shared run busy (the other sweep was running it) says so and exits 1
+        busy = by_name[name]["counts"]["busy"]
+        assert p.returncode == (1 if busy else 0), stdout + stderr
+        assert ("run the same sweep again" in stdout) == bool(busy)
     folders = R.find_runs([out])
     assert len(folders) == 6
     for folder in folders:
@@ -384,3 +402,85 @@ def test_a_value_the_model_refuses_is_found_before_any_run(capsys, tmp_path):
     assert code == 2
     assert "grid entry n_samples=1" in err and "must be at least n_components (2)" in err
     assert not list((tmp_path / "r").glob("gmm-*"))
+
+
+def test_a_metric_named_as_one_string_is_one_metric(tmp_path):
+    (tmp_path / "s.yaml").write_text("plugin: gaussian\ngrid:\n  metrics: [gaussian-var, [test-nll, logdet-diff]]\n")
+    runs = S.load(Bench(), tmp_path / "s.yaml", out=tmp_path / "r").runs
+    assert [r.spec.metrics for r in runs] == [["gaussian-var"], ["test-nll", "logdet-diff"]]
+    (tmp_path / "t.yaml").write_text("plugin: gaussian\nmetrics: logdet-diff\n")
+    (run,) = S.load(Bench(), tmp_path / "t.yaml", out=tmp_path / "r").runs
+    assert run.spec.metrics == ["logdet-diff"]
+
+
+def test_a_busy_run_makes_the_sweep_exit_1_and_says_what_to_do(capsys, tmp_path):
+    from bench.loop import FolderLock
+
+    out = tmp_path / "r"
+    (tmp_path / "s.yaml").write_text("plugin: gaussian\ngenerations: 2\nseeds: 0-1\n")
+    held = cb.run("gaussian", seeds=0, generations=1, out=out)[0].path  # partial: the sweep wants 2
+    with FolderLock(held / ".lock", "test"):
+        code, stdout, _ = bench_cli(capsys, "sweep", tmp_path / "s.yaml", "--out", out, "--workers", "1")
+    assert code == 1
+    assert "1 done, 0 skipped, 1 busy, 0 failed" in stdout
+    assert f"busy: {held}" in stdout and "run the same sweep again" in stdout
+    code, stdout, _ = bench_cli(capsys, "sweep", tmp_path / "s.yaml", "--out", out, "--workers", "1")
+    assert code == 0 and "1 done, 1 skipped" in stdout
+
+
+def _workers_of(pid):
+    """The pids of the multiprocessing workers whose parent is ``pid`` (read from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and b"multiprocessing" in cmdline and b"resource_tracker" not in cmdline:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid):
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")  # a zombie has ended; nobody may reap it here
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the workers through /proc")
+def test_workers_of_a_killed_sweep_stop_and_release_their_runs(tmp_path):
+    from bench.loop import FolderLock
+
+    (tmp_path / "s.yaml").write_text("plugin: gaussian\ngenerations: 5000\nseeds: 0-1\n")
+    out = tmp_path / "r"
+    runs = S.load(Bench(), tmp_path / "s.yaml", out=out).runs
+    proc = _start_sweep(tmp_path / "s.yaml", out, "--workers", "2", "--no-batch")
+    try:
+        deadline = time.monotonic() + 120
+        while any(R.finished_generations(run.folder) < 2 for run in runs):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the sweep made no progress"
+            time.sleep(0.05)
+        workers = _workers_of(proc.pid)
+        assert len(workers) == 2
+    finally:
+        proc.kill()  # the sweep's own process only: its workers are left to notice
+        proc.wait()  # (not communicate: workers still running would hold its output pipes)
+    try:
+        deadline = time.monotonic() + 120
+        while any(_alive(pid) for pid in workers):
+            assert time.monotonic() < deadline, "the workers of the killed sweep are still running"
+            time.sleep(0.1)
+    finally:
+        for pid in filter(_alive, workers):
+            os.kill(pid, signal.SIGKILL)
+        proc.communicate()
+    for run in runs:
+        with FolderLock(run.folder / ".lock", "test"):  # released: a rerun finds no run busy
+            pass
+        assert R.read_json(run.folder / R.RUN_JSON)["status"] == "interrupted"
+        assert R.finished_generations(run.folder) < 5001
