@@ -177,6 +177,18 @@ def _metric_values(run: Path) -> dict[tuple[int, str], float]:
     return {(r["generation"], r["metric"]): r["value"] for r in rows if not r["metric"].startswith("throughput/")}
 
 
+def _resume_problems(main: Path, resumed: Path, generations: int) -> list[str]:
+    """How a run extended to ``generations`` in ``resumed`` differs from the uninterrupted ``main``."""
+    from bench import results as R
+
+    info = R.read_json(resumed / R.RUN_JSON)
+    problems = []
+    if info.get("status") != "complete" or info.get("generations_done") != generations + 1:
+        problems.append(f"the extended run ended {info.get('status')!r} with {info.get('generations_done')} "
+                        f"generation(s) done")
+    return problems + _compare_runs(main, resumed, generations)
+
+
 def _compare_runs(a: Path, b: Path, generations: int, states: bool = False) -> list[str]:
     """What differs between two runs' samples, scores and metrics (and states when asked)."""
     from bench import results as R
@@ -907,16 +919,9 @@ class Conformance:
 
     def check_resume(self) -> list[Finding]:
         """generations-1, then extended to generations in the same folder, ends as the uninterrupted run."""
-        from bench import results as R
-
         name = "resume"
         main, resumed = self.run("main"), self.resumed()
-        info = R.read_json(resumed / R.RUN_JSON)
-        problems = []
-        if info.get("status") != "complete" or info.get("generations_done") != self.generations + 1:
-            problems.append(f"the extended run ended {info.get('status')!r} with {info.get('generations_done')} "
-                            f"generation(s) done")
-        problems += _compare_runs(main, resumed, self.generations)
+        problems = _resume_problems(main, resumed, self.generations)
         if problems:
             return [Finding(name, False, f"running `{self.command(self.generations - 1)}`, then one generation of "
                             f"another seed, then `{self.command()}` in the first folder does not end as the "
@@ -1280,16 +1285,9 @@ class PolicyConformance(Conformance):
     def check_policy_resume(self) -> list[Finding]:
         """A run with the policy, stopped after generation ``generations - 1`` and extended, ends as
         the uninterrupted run (the model's resume check, with the policy)."""
-        from bench import results as R
-
         name, who = "policy-resume", self._who()
         main, resumed = self.run("main"), self.resumed()
-        info = R.read_json(resumed / R.RUN_JSON)
-        problems = []
-        if info.get("status") != "complete" or info.get("generations_done") != self.generations + 1:
-            problems.append(f"the extended run ended {info.get('status')!r} with {info.get('generations_done')} "
-                            f"generation(s) done")
-        problems += _compare_runs(main, resumed, self.generations)
+        problems = _resume_problems(main, resumed, self.generations)
         if problems:
             return [Finding(name, False, f"{who}: running `{self.command(self.generations - 1)}`, then "
                             f"`{self.command(1, self.seed + 1)}` in another folder, then `{self.command()}` in the "

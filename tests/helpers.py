@@ -51,3 +51,25 @@ def save_tiny_opt(path, words: int = 20, **config):
     torch.manual_seed(0)
     OPTForCausalLM(OPTConfig(**{**settings, **config})).save_pretrained(path)
     return path
+
+
+def bench_as_user(*args):
+    """``bench ARGS`` in-process as a user runs it: (exit code, stdout and stderr, the traceback of
+    an exception that escaped ``main``, or None)."""
+    import traceback
+
+    from click.testing import CliRunner
+
+    runner = CliRunner()
+    escaped = None
+    with runner.isolation() as streams:
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        except BaseException:  # what a user would see as a traceback
+            escaped = traceback.format_exc()
+            code = -1
+    text = streams[-1].getvalue().decode(errors="replace")
+    return code, text, escaped

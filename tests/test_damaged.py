@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import tempfile
-import traceback
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,10 +22,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from click.testing import CliRunner
 
 from bench import results as R
-from bench.cli import main
+from tests.helpers import bench_as_user
 
 GENERATIONS = 3
 RUN_ARGS = ["run", "--plugin", "gaussian", "--keep-states", "all"]
@@ -65,22 +63,7 @@ def case(pristine):
     shutil.rmtree(scratch, ignore_errors=True)
 
 
-def bench(*args):
-    """``bench ARGS`` in-process as a user runs it: (exit code, stdout and stderr, the traceback of
-    an exception that escaped ``main``, or None)."""
-    runner = CliRunner()
-    escaped = None
-    with runner.isolation() as streams:
-        try:
-            main([str(a) for a in args])
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        except BaseException:  # what a user would see as a traceback
-            escaped = traceback.format_exc()
-            code = -1
-    text = streams[-1].getvalue().decode(errors="replace")
-    return code, text, escaped
+bench = bench_as_user
 
 
 # -- the damages ----------------------------------------------------------------------------------

@@ -6,20 +6,18 @@ Two kinds of input: values of a wrong type for one key at a time (the message mu
 and mappings of arbitrary keys, values and shapes (any ending but a traceback)."""
 
 import os
-import traceback
 
 import pytest
 import yaml
-from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import bench.api as cb
 from bench import options as O
 from bench import sweep as S
-from bench.cli import main
 from bench.errors import BenchError
 from bench.plugins import Bench
+from tests.helpers import bench_as_user
 
 FUZZ = settings(max_examples=30, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -46,21 +44,7 @@ def b():
     return Bench()
 
 
-def bench(*args):
-    """``bench ARGS`` in-process as a user runs it: (exit code, output, the traceback of an
-    exception that escaped ``main`` or None)."""
-    runner = CliRunner()
-    escaped = None
-    with runner.isolation() as streams:
-        try:
-            main([str(a) for a in args])
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        except BaseException:  # noqa: BLE001 (what a user would see as a traceback)
-            escaped = traceback.format_exc()
-            code = -1
-    return code, streams[-1].getvalue().decode(errors="replace"), escaped
+bench = bench_as_user
 
 
 def write(path, data) -> str:
