@@ -214,7 +214,7 @@ def sweep(file, executor, workers, threads, threads_per_worker, out, keep_states
 def show(run_folder, index):
     """Print one sample across generations: for text, a prompt's continuation as the model drifts."""
     from bench import results as R
-    from bench.runfolder import SAMPLES_FILE, read_run_json, read_sample_row
+    from bench.runfolder import generation_sample_row, read_run_json
 
     run_dir = Path(run_folder)
     if not (run_dir / R.RUN_JSON).is_file():
@@ -227,7 +227,7 @@ def show(run_folder, index):
     click.echo(f"{run_dir.name}: {spec['plugin']} {spec['preset']}, policy {info.policy_label}, "
                f"seed {spec['seed']}, {done} generation(s)")
     for k in range(done):
-        row = read_sample_row(run_dir / R.GENS_DIR / R.gen_name(k) / SAMPLES_FILE, index)
+        row = generation_sample_row(run_dir, k, index)
         if k == 0 and row.get("column.prompt") is not None:
             click.echo(f"\nprompt {index} (real training block):\n  {row['column.prompt']}")
         body = row.get("column.text")

@@ -108,9 +108,17 @@ class RealData:
     source: str = ""
 
 
+def no_report(what: str, done: int, total: int | None) -> None:
+    """The default ``report`` of a request: shows nothing (a component called outside a run)."""
+
+
 @dataclass(frozen=True)
 class FitRequest:
-    """What a trainer gets: the data D_k, the real validation split, where to start, its params."""
+    """What a trainer gets: the data D_k, the real validation split, where to start, its params.
+
+    ``report(what, done, total)`` tells the run's display where a long fit is: call it once per
+    training step (``report("step", steps_done, steps_in_all)``; ``total`` None when unknown). It
+    returns at once (the display and log.txt throttle themselves) and shows nothing by default."""
 
     data: Samples
     validation: Samples | None
@@ -119,13 +127,15 @@ class FitRequest:
     params: Params
     rng: np.random.Generator
     generation: int
+    report: Callable[[str, int, int | None], None] = no_report
 
 
 @dataclass(frozen=True)
 class GenerateRequest:
     """What a generator gets: M_k's state, how many samples, the prompts (the real training set,
     repeated when n exceeds it; unconditional models ignore them), its params, the random stream
-    of this draw and the generation k of the model that draws."""
+    of this draw and the generation k of the model that draws. ``report(what, done, total)`` is
+    :class:`FitRequest`'s: a batched draw calls ``report("batch", batches_done, batches_in_all)``."""
 
     state: State
     n: int
@@ -133,6 +143,7 @@ class GenerateRequest:
     params: Params
     rng: np.random.Generator
     generation: int
+    report: Callable[[str, int, int | None], None] = no_report
 
 
 @dataclass(frozen=True)

@@ -164,9 +164,17 @@ def _difference(a: Any, b: Any) -> str:
 
 
 def _samples_dir(run: Path, k: int) -> Path:
-    from bench import results as R
+    """The folder holding generation k (its own, or its chunk)."""
+    from bench import runfolder as RF
 
-    return run / R.GENS_DIR / R.gen_name(k)
+    return RF.generation_unit(run, k)[2]
+
+
+def _gen_samples(run: Path, k: int):
+    """Generation k's samples and score columns, whether committed alone or in a chunk."""
+    from bench import runfolder as RF
+
+    return RF.generation_samples(run, k)
 
 
 def _metric_values(run: Path) -> dict[tuple[int, str], float]:
@@ -191,12 +199,11 @@ def _resume_problems(main: Path, resumed: Path, generations: int) -> list[str]:
 
 def _compare_runs(a: Path, b: Path, generations: int, states: bool = False) -> list[str]:
     """What differs between two runs' samples, scores and metrics (and states when asked)."""
-    from bench import results as R
 
     problems = []
     for k in range(generations + 1):
-        sa, ca = R.read_samples(_samples_dir(a, k) / "samples.parquet")
-        sb, cb = R.read_samples(_samples_dir(b, k) / "samples.parquet")
+        sa, ca = _gen_samples(a, k)
+        sb, cb = _gen_samples(b, k)
         if not _same(sa.data, sb.data):
             problems.append(f"generation {k}: samples differ ({_difference(sa.data, sb.data)})")
         for name in sorted(set(ca) | set(cb)):
@@ -206,9 +213,10 @@ def _compare_runs(a: Path, b: Path, generations: int, states: bool = False) -> l
             if list(sa.columns.get(name, [])) != list(sb.columns.get(name, [])):
                 problems.append(f"generation {k}: sample column {name!r} differs")
         if states:
-            pa_, pb_ = _samples_dir(a, k) / "state.safetensors", _samples_dir(b, k) / "state.safetensors"
-            if pa_.exists() and pb_.exists():
-                xa, xb = R.read_state(pa_), R.read_state(pb_)
+            from bench import runfolder as RF
+
+            xa, xb = RF.generation_state(a, k), RF.generation_state(b, k)
+            if xa is not None and xb is not None:
                 for key in sorted(set(xa) | set(xb)):
                     if key not in xa or key not in xb or not _same(xa[key], xb[key]):
                         what = _difference(xa[key], xb[key]) if key in xa and key in xb else "missing in one"
@@ -654,7 +662,6 @@ class Conformance:
     def check_samples(self) -> list[Finding]:
         """Real data of the bundle's kind; the generator makes n samples of that kind, and every
         generation of the run holds len(real train) samples."""
-        from bench import results as R
         from bench.components import RealData, Samples
 
         name, kind = "samples", self.bundle.kind
@@ -700,7 +707,7 @@ class Conformance:
             problems.append(f"{exc}")
         else:
             for k in range(self.generations + 1):
-                written, _ = R.read_samples(_samples_dir(run, k) / "samples.parquet")
+                written, _ = _gen_samples(run, k)
                 if len(written) != n or written.kind != kind:
                     problems.append(f"generation {k} of the run wrote {len(written)} {written.kind} samples; "
                                     f"expected {n} {kind} samples (len(real.train))")
@@ -726,7 +733,7 @@ class Conformance:
         if problems:
             out.append(Finding(name, False, f"two runs of `{self.command()}` in different folders differ: "
                                f"{_listed(problems)}." + fix))
-        saved0, _ = R.read_samples(_samples_dir(main, 0) / "samples.parquet")
+        saved0, _ = _gen_samples(main, 0)
         direct = self.samples0()
         if not _same(np.asarray(direct.data), saved0.data):
             out.append(Finding(name, False, "calling the trainer and the generator directly with the loop's random "
@@ -742,7 +749,7 @@ class Conformance:
                 out.append(Finding(name, False, "fitting generation 0 again with the same random stream gives a "
                                    f"different state (arrays {', '.join(map(repr, differ[:SHOWN]))})." + fix))
         other = self.other_seed()
-        other0, _ = R.read_samples(_samples_dir(other, 0) / "samples.parquet")
+        other0, _ = _gen_samples(other, 0)
         if _same(other0.data, saved0.data):
             out.append(Finding(name, False, f"seeds {self.seed} and {self.seed + 1} give the same generation-0 "
                                "samples: the seed does not reach load_real or the generator. Draw the real data "
@@ -1086,7 +1093,7 @@ class Conformance:
                 problems.append(f"{where}: {exc}")
                 continue
             for k in range(self.generations + 1):
-                written, _ = R.read_samples(_samples_dir(main, k) / "samples.parquet")
+                written, _ = _gen_samples(main, k)
                 if len(written) != n:
                     problems.append(f"{where}: generation {k} wrote {len(written)} samples; expected {n}")
             info = R.read_json(resumed / R.RUN_JSON)
@@ -1210,7 +1217,6 @@ class PolicyConformance(Conformance):
     def check_policy_samples(self) -> list[Finding]:
         """build returns non-empty bench.Samples of the host's kind, each sample shaped as a real
         one, and leaves the data it is given unchanged; every generation of the run trained on it."""
-        from bench import results as R
         from bench.components import Samples
 
         name, kind, who = "policy-samples", self.bundle.kind, self._who()
@@ -1244,7 +1250,9 @@ class PolicyConformance(Conformance):
             problems.append(f"{exc}")
         else:
             for k in range(1, self.generations + 1):
-                trained = R.read_json(_samples_dir(run, k) / "info.json").get("training_samples")
+                from bench import runfolder as RF
+
+                trained = RF.generation_info(run, k).get("training_samples")
                 if not trained:
                     problems.append(f"generation {k} of the run trained on {trained!r} samples")
         if problems:

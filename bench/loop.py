@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
+import pyarrow as pa
 
 import bench
 from bench import results as R
@@ -35,6 +36,7 @@ from bench.components import (FitRequest, GenerateRequest, MetricContext, Policy
 from bench.errors import BenchError, RunLocked
 from bench.options import DEFAULT_ON_NONFINITE, parse_on_nonfinite
 from bench.plugins import SINGULAR, Bench, PluginError
+from bench.progress import reporter
 from bench.spec import Spec
 from bench.types import RunInfo, RunOutcome, digest  # RunInfo, RunOutcome re-exported: their home is bench.types
 
@@ -43,6 +45,14 @@ TRAIN, GENERATE, POLICY, METRICS, INIT, CANDIDATES = range(6)
 GEN0_CACHE = ".gen0"
 # Synthetic samples a run keeps in memory for its policy (older ones are read back from disk).
 HISTORY_BYTES = 256 * 2**20
+# Fast generations (each built in under bench.results.SLOW_GENERATION_S) are committed together,
+# as one chunk folder gens/<first>-<last>: at the latest after COMMIT_EVERY_S seconds of work,
+# CHUNK_GENERATIONS generations or CHUNK_BYTES of samples. A kill loses at most that much work;
+# any other stop (an error, Ctrl-C) commits what is finished first. Slow generations are each
+# committed on their own as soon as they are built.
+COMMIT_EVERY_S = 5.0
+CHUNK_GENERATIONS = 256
+CHUNK_BYTES = 64 * 2**20
 
 
 def rng(seed: int, generation: int, stream: int) -> np.random.Generator:
@@ -56,15 +66,32 @@ class PluginFailure(BenchError):
 @dataclass
 class GenerationResult:
     """What building generation k gives: M_k's state, S_{k+1} with its scores under M_k and M_0
-    (the samples.parquet columns), the metric rows, and the temporary folder holding all of it
-    until it is renamed into place."""
+    (the samples.parquet columns), the metric rows and the info.json record; held in memory
+    until it is committed, alone or in a chunk (:meth:`Run._commit`)."""
 
     generation: int
     state: State
     latest: SampleScores
     rows: list[dict[str, Any]]
-    folder: Path
-    sync: bool = True  # flushed to the disk (bench.results.FSYNC): built in SLOW_GENERATION_S or more
+    samples: Any  # the samples.parquet table (pyarrow.Table)
+    info: dict[str, Any]
+    seconds: float  # the time its fit, generation and measurement took
+
+
+def commit_every() -> float:
+    """Seconds of work the loop may hold in memory before committing (BENCH_COMMIT_EVERY, default
+    COMMIT_EVERY_S; 0: every generation in its own folder, as before version 0.x)."""
+    text = os.environ.get("BENCH_COMMIT_EVERY", "").strip()
+    if not text:
+        return COMMIT_EVERY_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise BenchError(f"BENCH_COMMIT_EVERY={text!r}: give the seconds of work a run may hold before it "
+                         "commits its generations (a number >= 0; 0 commits each generation on its own)")
+    return value
 
 
 def _as_float64(scores: Scores) -> Scores:
@@ -85,7 +112,9 @@ def _nonfinite(arrays: dict[str, Any], allow_neg_inf: bool = False) -> str | Non
     found = []
     for key, value in arrays.items():
         a = np.asarray(value)
-        if a.dtype.kind not in "fc" or a.size == 0:
+        if a.dtype.kind not in "fc" or a.size == 0 or np.isfinite(a).all():
+            continue
+        if allow_neg_inf and not (np.isnan(a).any() or np.isposinf(a.real).any()):
             continue
         nan = int(np.isnan(a).sum())
         inf = int(np.isposinf(a.real).sum()) + (0 if allow_neg_inf else int(np.isneginf(a.real).sum()))
@@ -193,6 +222,20 @@ def _defining_module(fn: Any) -> str | None:
     return module if isinstance(module, str) else type(fn).__module__
 
 
+def _helper_modules(name: str) -> set[str]:
+    """The modules of the same top-level package that module ``name`` uses at its top level (a
+    module it imports, or the module of a function or class it imports): their code makes the
+    results too (``hf_model`` generates through ``beam``)."""
+    module = sys.modules.get(name)
+    top = name.split(".")[0]
+    found = set()
+    for value in vars(module).values() if module is not None else ():
+        other = value.__name__ if isinstance(value, type(sys)) else getattr(value, "__module__", None)
+        if isinstance(other, str) and other != name and other.split(".")[0] == top and other in sys.modules:
+            found.add(other)
+    return found
+
+
 def code_fingerprint(components: Sequence[Any]) -> dict[str, str]:
     """Module name -> SHA-256 prefix of the source file of each module that defines a callable of
     the ``components`` (bundle, trainer, generator, scorer, metrics): their code, beyond the
@@ -206,6 +249,7 @@ def code_fingerprint(components: Sequence[Any]) -> dict[str, str]:
             module = _defining_module(getattr(component, f.name))
             if module is not None:
                 modules.add(module)
+    modules |= {helper for module in list(modules) for helper in _helper_modules(module)}
     out = {}
     for module in sorted(modules):
         path = getattr(sys.modules.get(module), "__file__", None)
@@ -281,8 +325,11 @@ class Run:
         self._history_bytes = 0
         self._rows: dict[int, list[dict[str, Any]]] = {}  # metric rows written by this process
         self._latest: GenerationResult | None = None  # the generation this process built last
+        self._pending: list[GenerationResult] = []  # built, not yet committed (a chunk in the making)
+        self._pending_since = 0.0  # time.monotonic() when the first pending generation was started
         self._last_rows: list[dict[str, Any]] = []  # the newest committed generation's rows
         self._pretrained = None
+        self._progress = None  # the run's display while it executes: fits and draws report under it
         self._ref_test = None  # M_0's scores of the real test set, once a metric asked for them
 
     # -- public ---------------------------------------------------------------------------------
@@ -323,7 +370,7 @@ class Run:
         old = RF.read_run_json(self.path) if (self.path / R.RUN_JSON).exists() else None
         loaded = self.real is not None
         RF.write_run_json(self.path, RF.RunJson(
-            schema_version=R.SCHEMA_VERSION,
+            schema_version=R.RUN_SCHEMA_VERSION,
             run_id=self.spec.run_id,
             gen0_id=self.spec.gen0_id,
             spec=self.spec.to_dict(),
@@ -373,6 +420,7 @@ class Run:
 
     def _execute_locked(self, progress) -> RunOutcome:
         spec = self.spec
+        self._progress = progress
         self._check_resume()
         done = self._clean_up_after_kill()
         self.info.done = done
@@ -400,12 +448,25 @@ class Run:
             if k == 0:
                 self._generation_zero()
                 k = 1
-                self._after_commit(0, progress)
-            self.reference_state = RF.read_state(self._gen_dir(0) / "state.safetensors")
-            previous_state = RF.read_state(self._gen_dir(k - 1) / "state.safetensors") if k > 0 else None
+                self._after_commit([0])
+                if progress is not None:
+                    progress.update(1)
+            self.reference_state = RF.read_state(self._gen_dir(0) / RF.STATE_FILE)
+            previous_state = self._state_of(k - 1) if k > 0 else None
+            every = commit_every()
             while k < total:
-                previous_state = self._generation(k, previous_state).state
-                self._after_commit(k, progress)
+                built = self._generation(k, previous_state)
+                previous_state = built.state
+                if built.seconds >= R.SLOW_GENERATION_S or every == 0:
+                    self._commit()  # the fast ones before it, then this one alone
+                    self._pending.append(built)
+                    self._commit()
+                else:
+                    self._pending.append(built)
+                    if k == total - 1 or self._pending_full(every):
+                        self._commit()
+                if progress is not None:
+                    progress.update(k + 1)
                 k += 1
             status = "complete"
         except KeyboardInterrupt:
@@ -431,6 +492,12 @@ class Run:
             # Whatever stopped the run, run.json ends in a true final status (never "running").
             # A failed run writes run.json first: on a full disk, the small file most likely fits.
             R.remove_temporaries(self.path / R.GENS_DIR)  # a failed build's folder: free its space
+            if self._pending and status != "complete":  # the generations finished before the stop
+                try:
+                    self._commit()
+                except (OSError, BenchError):
+                    self._pending = []
+                    R.remove_temporaries(self.path / R.GENS_DIR)
             done = R.finished_generations(self.path)
             failed_after = None
             if status == "complete":
@@ -466,12 +533,15 @@ class Run:
         for folder in (self.path, self.path / R.GENS_DIR):
             for leftover in R.remove_temporaries(folder):
                 self.log(f"removed {leftover.name}, left by a killed write")
-        done = R.finished_generations(self.path)
-        if done >= 3 and self._killed() and self._pruned(done - 2) and not any(
-                self._pruned(j) and (self._gen_dir(j) / "state.safetensors").exists() for j in range(1, done - 2)):
-            # A kill between committing generation done-1 and pruning; when earlier states the
-            # rule drops are still there, an earlier run kept them on purpose (--keep-states all).
-            self._prune_states(done - 1)
+        found = R.units(self.path)
+        done = found[-1][1] + 1 if found else 0
+        if len(found) >= 3 and self._killed():
+            before = found[-2][1]  # the last generation of the folder before the newest
+            if self._pruned(before) and (found[-2][2] / RF.STATE_FILE).exists() and not any(
+                    self._pruned(u[1]) and (u[2] / RF.STATE_FILE).exists() for u in found[1:-2]):
+                # A kill between committing the newest folder and pruning; when earlier states the
+                # rule drops are still there, an earlier run kept them on purpose (--keep-states all).
+                self._prune_states(found[-1][0])
         return done
 
     def _killed(self) -> bool:
@@ -523,12 +593,81 @@ class Run:
             raise BenchError(error)
         return failed
 
-    def _after_commit(self, k: int, progress) -> None:
-        self.info.done = k + 1
-        self._prune_states(k)
-        self.b.emit("bench_generation_finished", run=self.info, generation=k, metrics=self._last_rows)
-        if progress is not None:
-            progress.update(k + 1)
+    def _after_commit(self, generations: Sequence[int]) -> None:
+        """The generations just committed (one folder): prune, then tell the hooks, in order."""
+        self._prune_states(generations[0])
+        for k in generations:
+            self.info.done = k + 1
+            self.b.emit("bench_generation_finished", run=self.info, generation=k, metrics=self._rows.get(k, self._last_rows))
+
+    def _pending_full(self, every: float) -> bool:
+        """Whether the pending generations are to be committed now: COMMIT_EVERY_S (``every``)
+        seconds of work, CHUNK_GENERATIONS generations or CHUNK_BYTES of samples."""
+        if time.monotonic() - self._pending_since >= every or len(self._pending) >= CHUNK_GENERATIONS:
+            return True
+        return len(self._pending) * self._pending[-1].latest.samples.data.nbytes >= CHUNK_BYTES
+
+    def _commit(self) -> None:
+        """Write the pending generations (one folder, or a chunk ``gens/<first>-<last>`` of
+        several) to a temporary folder and rename it into place."""
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        first, last = pending[0].generation, pending[-1].generation
+        parent = self.path / R.GENS_DIR
+        tmp = self._write_unit(parent, pending, R.chunk_name(first, last))
+        sync = sum(g.seconds for g in pending) >= R.SLOW_GENERATION_S
+        R.fsync_dir(tmp, sync)
+        os.replace(tmp, parent / R.chunk_name(first, last))
+        R.fsync_dir(parent, sync)
+        self._after_commit([g.generation for g in pending])
+
+    def _write_unit(self, parent: Path, built: list[GenerationResult], name: str) -> Path:
+        """The files of generations ``built`` in a new temporary folder of ``parent``: one
+        generation's folder, or a chunk's (module docstring of bench.results)."""
+        # unique per process and thread: chains of a group build their generation 0 side by side
+        # (``name``: the shared generation 0's cache name, so a resume finds what a kill left of it)
+        tmp = parent / f".{name}.{os.getpid()}-{threading.get_ident()}.tmp"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        sync = sum(g.seconds for g in built) >= R.SLOW_GENERATION_S  # a fast one costs less to redo than to flush
+        last = built[-1]
+        try:
+            R.write_state(tmp / RF.STATE_FILE, last.state, atomic=False, sync=sync)
+            if len(built) == 1:
+                R.write_parquet(tmp / RF.SAMPLES_FILE, last.samples, atomic=False, sync=sync)
+                R.write_parquet(tmp / R.METRICS_FILE, RF.gen_metrics_table(last.rows), atomic=False, sync=sync)
+                R.write_json(tmp / RF.INFO_FILE, last.info, atomic=False, sync=sync)
+            else:
+                kept = {f"{R.gen_name(g.generation)}/{key}": value for g in built[:-1]
+                        if not self._pruned(g.generation) for key, value in g.state.items()}
+                if kept:
+                    R.write_state(tmp / RF.STATES_FILE, kept, atomic=False, sync=sync)
+                tables = [g.samples.add_column(0, "generation", pa.array(np.full(g.samples.num_rows, g.generation,
+                                                                                  dtype=np.int64)))
+                          for g in built]
+                R.write_parquet(tmp / RF.SAMPLES_FILE, pa.concat_tables(tables), atomic=False, sync=sync,
+                                use_dictionary=False)
+                R.write_parquet(tmp / R.METRICS_FILE, RF.gen_metrics_table([r for g in built for r in g.rows]),
+                                atomic=False, sync=sync)
+                R.write_json(tmp / RF.INFO_FILE, {"generations": [g.info for g in built]}, atomic=False, sync=sync)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)  # a full disk: give its space back at once
+            raise
+        return tmp
+
+    def _pending_result(self, k: int) -> GenerationResult | None:
+        """Generation k when it is built but not yet committed."""
+        return next((g for g in self._pending if g.generation == k), None)
+
+    def _state_of(self, k: int) -> State:
+        """M_k's state from the run folder (the newest finished generation's is always kept)."""
+        state = RF.generation_state(self.path, k)
+        if state is None:
+            raise BenchError(f"{self.path}: the state of generation {k} is missing; remove that generation's "
+                             "folder and run the same command again to compute it anew")
+        return state
 
     def _gen_dir(self, k: int) -> Path:
         return self.path / R.GENS_DIR / R.gen_name(k)
@@ -647,7 +786,8 @@ class Run:
     def _fit(self, k: int, data: Samples, init) -> dict:
         start = "pretrained" if k == 0 else self.spec.start
         request = FitRequest(data=data, validation=self.real.validation, start=start, init=init,
-                             params=self.spec.params, rng=rng(self.spec.seed, k, TRAIN), generation=k)
+                             params=self.spec.params, rng=rng(self.spec.seed, k, TRAIN), generation=k,
+                             report=reporter("fit", k, self._progress, self.log))
         state = self._call("trainer", self.trainer.name, self.fit, request)
         expected = "the harness expected the model state, a dict of name: numpy array (bench.State)"
         if not isinstance(state, Mapping) or not all(isinstance(key, str) for key in state):
@@ -668,11 +808,12 @@ class Run:
         with FolderLock(cache_root / f"{cache.name}.lock", "the shared generation 0", blocking=True):
             _clean_cache_tmp(cache_root, cache.name)
             if not cache.is_dir():
-                built = self._build_generation(0, self.real.train, self._initial_state(), None, cache_root,
-                                               tmp_tag=cache.name)
-                R.fsync_dir(built.folder, built.sync)
-                os.replace(built.folder, cache)
-                R.fsync_dir(cache_root, built.sync)
+                built = self._build_generation(0, self.real.train, self._initial_state(), None)
+                folder = self._write_unit(cache_root, [built], cache.name)
+                sync = built.seconds >= R.SLOW_GENERATION_S
+                R.fsync_dir(folder, sync)
+                os.replace(folder, cache)
+                R.fsync_dir(cache_root, sync)
             else:
                 self._cached_nonfinite(cache)
             target = self._gen_dir(0)
@@ -694,9 +835,11 @@ class Run:
         computed when it built generation k-1, else those samples.parquet holds."""
         k = len(synthetic)
         samples = synthetic[-1]
-        if self._latest is not None and self._latest.generation == k - 1:
-            return SampleScores(samples, self._latest.latest.model, self._latest.latest.reference)
-        _, columns = R.read_samples(self._gen_dir(k - 1) / "samples.parquet")
+        built = self._latest if self._latest is not None and self._latest.generation == k - 1 \
+            else self._pending_result(k - 1)
+        if built is not None:
+            return SampleScores(samples, built.latest.model, built.latest.reference)
+        _, columns = RF.generation_samples(self.path, k - 1)
         if not {"loglik_model", "loglik_reference", "units"} <= set(columns):
             return None  # a folder written without scores: policies score for themselves
         units = columns["units"]
@@ -706,6 +849,7 @@ class Run:
     def _generation(self, k: int, previous_state) -> GenerationResult:
         spec = self.spec
         self._building = k
+        started = time.monotonic()
         synthetic = History(self, k)  # S_1..S_k
         latest = self._latest_scores(synthetic)
         n = len(self.real.train)
@@ -736,11 +880,9 @@ class Run:
             record = {"candidates_drawn": drawn, **record}
         init = {"pretrained": self._initial_state, "gen0": lambda: self.reference_state,
                 "previous": lambda: previous_state}[spec.start]()
-        built = self._build_generation(k, data, init, self.reference_state, self.path / R.GENS_DIR,
-                                       policy_record=record)
-        R.fsync_dir(built.folder, built.sync)
-        os.replace(built.folder, self._gen_dir(k))
-        R.fsync_dir(self._gen_dir(k).parent, built.sync)
+        built = self._build_generation(k, data, init, self.reference_state, policy_record=record)
+        if not self._pending:
+            self._pending_since = started
         return built
 
     def _verifier(self, k: int, state, latest: SampleScores | None):
@@ -768,7 +910,8 @@ class Run:
         if n > len(prompts):
             prompts = prompts.take(np.arange(n) % len(prompts))
         request = GenerateRequest(state=state, n=n, prompts=prompts, params=self.spec.params,
-                                  rng=rng(self.spec.seed, k, stream), generation=k)
+                                  rng=rng(self.spec.seed, k, stream), generation=k,
+                                  report=reporter("generate", k, self._progress, self.log))
         name = self.generator.name
         samples = self._call("generator", name, self.generator.generate, request)
         kind = self.bundle.kind
@@ -780,9 +923,9 @@ class Run:
         self._check_finite(k, "the samples", "generator", name, {"data": samples.data})
         return samples
 
-    def _build_generation(self, k: int, data: Samples, init, reference_state, parent: Path,
-                          policy_record: dict | None = None, tmp_tag: str | None = None) -> GenerationResult:
-        """Fit M_k, draw S_{k+1}, score and measure; write all of it into a temporary folder."""
+    def _build_generation(self, k: int, data: Samples, init, reference_state,
+                          policy_record: dict | None = None) -> GenerationResult:
+        """Fit M_k, draw S_{k+1}, score and measure: the generation in memory, to be committed."""
         spec = self.spec
         self._building = k
         times = {}
@@ -839,30 +982,16 @@ class Run:
             rows.append({**harness, "metric": "throughput/fit-samples-per-s",
                          "value": len(data) / max(times["fit_s"], 1e-9)})
 
-        # unique per process and thread: chains of a group build their generation 0 side by side
-        # (``tmp_tag``: the shared generation 0's name, so a resume finds what a kill left of it)
-        tmp = parent / f".{tmp_tag or R.gen_name(k)}.{os.getpid()}-{threading.get_ident()}.tmp"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
         marks, self._marks = self._marks, []  # on_nonfinite record: what this generation holds
-        sync = sum(times.values()) >= R.SLOW_GENERATION_S  # a fast one costs less to redo than to flush
-        try:
-            R.write_state(tmp / "state.safetensors", state, atomic=False, sync=sync)
-            R.write_parquet(tmp / "samples.parquet", atomic=False, sync=sync, table=R.samples_table(samples, {
-                "loglik_reference": ref_scores.loglik, "loglik_model": own_scores.loglik,
-                "units": ref_scores.units}))
-            R.write_parquet(tmp / R.METRICS_FILE, R.gen_metrics_table(rows), atomic=False, sync=sync)
-            R.write_json(tmp / "info.json", {"generation": k, "training_samples": len(data), **(policy_record or {}),
-                                             **times, **({"nonfinite": marks} if marks else {})}, atomic=False,
-                         sync=sync)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)  # a full disk: give its space back at once
-            raise
+        table = R.samples_table(samples, {"loglik_reference": ref_scores.loglik, "loglik_model": own_scores.loglik,
+                                          "units": ref_scores.units})
+        info = {"generation": k, "training_samples": len(data), **(policy_record or {}), **times,
+                **({"nonfinite": marks} if marks else {})}
         self._last_rows = self._rows[k] = rows
         self._remember(k + 1, samples)
         latest = SampleScores(samples, _as_float64(own_scores), _as_float64(ref_scores))
-        self._latest = GenerationResult(generation=k, state=state, latest=latest, rows=rows, folder=tmp, sync=sync)
+        self._latest = GenerationResult(generation=k, state=state, latest=latest, rows=rows, samples=table,
+                                        info=info, seconds=sum(times.values()))
         return self._latest
 
     def _remember(self, key: int, samples: Samples) -> None:
@@ -876,15 +1005,16 @@ class Run:
             oldest = next(iter(self._history))
             self._history_bytes -= self._history.pop(oldest).data.nbytes
 
-    def _prune_states(self, k: int) -> None:
-        """Keep M_0 and the newest state; others per ``keep_states`` (first-last, all, every:N)."""
-        if k < 2 or self.keep_states == "all":
+    def _prune_states(self, first: int) -> None:
+        """After committing the folder whose first generation is ``first``: keep M_0 and the
+        newest state; the state of the folder before (its last generation's) per ``keep_states``
+        (first-last, all, every:N)."""
+        old = first - 1
+        if not self._pruned(old):
             return
-        old = k - 1
-        if self.keep_states.startswith("every:") and old % int(self.keep_states.split(":")[1]) == 0:
-            return
-        path = self._gen_dir(old) / "state.safetensors"
-        if path.exists():
+        unit = R.unit_of(self.path, old)
+        path = unit[2] / RF.STATE_FILE if unit is not None and unit[1] == old else None
+        if path is not None and path.exists():
             path.unlink()
 
 
@@ -908,7 +1038,8 @@ class History:
         key = i + 1  # S_{i+1} was drawn by M_i
         samples = self.run._history.get(key)
         if samples is None:
-            samples, _ = R.read_samples(self.run._gen_dir(i) / "samples.parquet")
+            pending = self.run._pending_result(i)
+            samples = pending.latest.samples if pending is not None else RF.generation_samples(self.run.path, i)[0]
             self.run._remember(key, samples)
         return samples
 

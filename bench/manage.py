@@ -148,49 +148,50 @@ def rescore(b: Bench, run_dir: Path, metric_names: list[str],
         if done == 0:
             raise BenchError(f"run {run_dir.name} has no finished generation to rescore")
         real = bundle.load_real(RealRequest(params=spec.params, seed=spec.seed))
-        gens = run_dir / R.GENS_DIR
-        reference = RF.read_state(gens / R.gen_name(0) / RF.STATE_FILE)
+        reference = RF.generation_state(run_dir, 0)
         def score(state, samples):
             if isinstance(state, MissingState):
                 raise StateNotKept
             return scorer.score(ScoreRequest(state=state, samples=samples, params=spec.params))
 
         skipped, total = [], 0
-        for k in range(done):
-            gen = gens / R.gen_name(k)
-            state_path = gen / RF.STATE_FILE
-            state = RF.read_state(state_path) if state_path.exists() else MissingState()
-            samples, scores = RF.read_samples(gen / RF.SAMPLES_FILE)
-            ctx = MetricContext(generation=k, bundle=bundle, params=spec.params, real=real,
-                                state=state, reference_state=reference,
-                                samples=samples, score=score, rng=rng(spec.seed, k, METRICS))
-            if "loglik_reference" in scores:
-                ctx.reference_scores = Scores(scores["loglik_reference"], scores["units"])
-            new_rows, missed, computed = [], False, set()
-            for metric in metrics:
-                try:
-                    value = metric.compute(ctx)
-                except StateNotKept:
-                    missed = True
-                    continue
-                except Exception as exc:
-                    raise BenchError(f"metric {metric.name!r} failed on generation {k} of {run_dir.name}: "
-                                     f"{type(exc).__name__}: {exc}") from exc
-                computed.add(metric.name)
-                owner = b.owner("metrics", metric.name)
-                for key, v in (value.items() if isinstance(value, dict) else [(None, value)]):
-                    new_rows.append({"generation": k,
-                                     "metric": metric.name if key is None else f"{metric.name}/{key}",
-                                     "value": float(v), "direction": metric.direction, "target": metric.target,
-                                     "metric_version": metric.version, "metric_plugin": owner.name,
-                                     "metric_plugin_version": owner.version})
-            if missed:
-                skipped.append(k)
-            old = RF.read_gen_rows(gen / R.METRICS_FILE)
-            kept = [r for r in old if r["metric"].split("/")[0] not in computed]
-            R.write_parquet(gen / R.METRICS_FILE, RF.gen_metrics_table(kept + new_rows))
-            total += len(new_rows)
-            echo(f"{run_dir.name}: generation {k}: {len(new_rows)} row(s)")
+        for first, last, folder in R.units(run_dir):
+            rewritten = []
+            for k in range(first, last + 1):
+                state = RF.generation_state(run_dir, k)
+                state = MissingState() if state is None else state
+                samples, scores = RF.generation_samples(run_dir, k)
+                ctx = MetricContext(generation=k, bundle=bundle, params=spec.params, real=real,
+                                    state=state, reference_state=reference,
+                                    samples=samples, score=score, rng=rng(spec.seed, k, METRICS))
+                if "loglik_reference" in scores:
+                    ctx.reference_scores = Scores(scores["loglik_reference"], scores["units"])
+                new_rows, missed, computed = [], False, set()
+                for metric in metrics:
+                    try:
+                        value = metric.compute(ctx)
+                    except StateNotKept:
+                        missed = True
+                        continue
+                    except Exception as exc:
+                        raise BenchError(f"metric {metric.name!r} failed on generation {k} of {run_dir.name}: "
+                                         f"{type(exc).__name__}: {exc}") from exc
+                    computed.add(metric.name)
+                    owner = b.owner("metrics", metric.name)
+                    for key, v in (value.items() if isinstance(value, dict) else [(None, value)]):
+                        new_rows.append({"generation": k,
+                                         "metric": metric.name if key is None else f"{metric.name}/{key}",
+                                         "value": float(v), "direction": metric.direction, "target": metric.target,
+                                         "metric_version": metric.version, "metric_plugin": owner.name,
+                                         "metric_plugin_version": owner.version})
+                if missed:
+                    skipped.append(k)
+                old = RF.generation_rows(run_dir, k)
+                rewritten += [r for r in old if r["metric"].split("/")[0] not in computed] + new_rows
+                total += len(new_rows)
+                echo(f"{run_dir.name}: generation {k}: {len(new_rows)} row(s)")
+            # one write per folder: a generation's own, or a chunk's rows of all its generations
+            R.write_parquet(folder / R.METRICS_FILE, RF.gen_metrics_table(rewritten))
         RF.consolidate(run_dir, info, done)
         info.extra.setdefault("rescored", []).append({
             "metrics": {m.name: m.version for m in metrics},

@@ -265,8 +265,10 @@ def trajectory(runs: Sequence[RunData], metric: str) -> tuple[list[int], list[Ba
 
 
 def samples_path(run: RunData | Path, k: int) -> Path:
+    """The samples file holding generation k's samples (its own, or its chunk's)."""
     base = run.path if isinstance(run, RunData) else Path(run)
-    return base / R.GENS_DIR / R.gen_name(k) / "samples.parquet"
+    unit = R.unit_of(base, k)
+    return (unit[2] if unit else base / R.GENS_DIR / R.gen_name(k)) / "samples.parquet"
 
 
 def samples_kind(path: Path) -> tuple[str | None, list[str]]:
@@ -290,11 +292,9 @@ def is_lm_run(run: RunData) -> bool:
 
 def reference_perplexities(run: RunData, k: int) -> np.ndarray:
     """Per-block perplexity under M_0 of the samples generation k drew (empty when unreadable)."""
-    import pyarrow.parquet as pq
-
     path = samples_path(run, k)
     try:
-        t = pq.read_table(path, columns=["loglik_reference", "units"])
+        t = RF.generation_table(run.path, k, ["loglik_reference", "units"])
     except Exception as exc:
         warnings.warn(f"skipping samples {path}: {exc}", stacklevel=2)
         return np.empty(0)

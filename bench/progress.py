@@ -1,13 +1,17 @@
-"""Progress of a run: a bar on a terminal, plain lines (every few seconds) otherwise; and lists of
-run names kept short for the user."""
+"""Progress of a run: a bar on a terminal, plain lines (every few seconds) otherwise; under it, where
+a long fit or draw is (:func:`reporter`, what the loop hands components as ``request.report``); and
+lists of run names kept short for the user."""
 
 from __future__ import annotations
 
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TextIO
+
+INNER_INTERVAL = 30.0  # seconds between plain lines (logs, log.txt) of a fit's or a draw's progress
+TTY_INTERVAL = 0.2  # seconds between redraws of the terminal's sub-line
 
 
 def count_and_names(names: Sequence[str], noun: str, limit: int = 5, shown: int = 3) -> str:
@@ -36,6 +40,7 @@ class Progress:
         self.interval = interval
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.bar = None
+        self.sub = None  # the terminal's sub-line under the bar: where the current fit or draw is
 
     def start(self, total: int, done: int) -> None:
         self.total, self.first, self.done = total, done, done
@@ -54,6 +59,7 @@ class Progress:
             self._line(f"resuming after generation {done - 1}")
 
     def update(self, done: int) -> None:
+        self._clear_inner()  # a generation ended: its fit and draw are over
         if self.bar is not None:
             self.bar.update(done - self.done)
         self.done = done
@@ -68,9 +74,28 @@ class Progress:
             self._line(f"{where}, {rate:.3g} gen/s, elapsed {_clock(elapsed)}, ETA {_clock(eta)}")
 
     def close(self) -> None:
+        self._clear_inner()
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+    def inner(self, text: str) -> None:
+        """Show where the current fit or draw is: on the sub-line under the bar on a terminal, as a
+        plain line otherwise (the caller, :class:`InnerReport`, decides how often)."""
+        if not self.tty:
+            self._line(text)
+        elif self.bar is not None:
+            if self.sub is None:
+                from tqdm import tqdm
+
+                self.sub = tqdm(file=self.stream, bar_format="  {desc}", leave=False,
+                                dynamic_ncols=self.bar.dynamic_ncols, ncols=self.bar.ncols)
+            self.sub.set_description_str(text)
+
+    def _clear_inner(self) -> None:
+        if self.sub is not None:
+            self.sub.close()  # leave=False: the line is wiped
+            self.sub = None
 
     def _line(self, text: str) -> None:
         print(f"{self.label}: {text}", file=self.stream, flush=True)
@@ -124,3 +149,93 @@ class _Member:
 
     def close(self) -> None:
         self.group._close()
+
+    @property
+    def tty(self) -> bool:
+        return self.group.progress.tty
+
+    def inner(self, text: str) -> None:
+        with self.group.lock:  # chains report from their own threads onto one display
+            self.group.progress.inner(text)
+
+
+# -- where a fit or a draw is ---------------------------------------------------------------------
+
+
+def _per(seconds: float, unit: str) -> str:
+    """``2.1 s/step`` for slow units, ``45.3 step/s`` for fast ones."""
+    value, shown = (seconds, f"s/{unit}") if seconds >= 1 else (1 / seconds, f"{unit}/s")
+    return f"{value:.3g} {shown}" if value < 1000 else f"{value:.0f} {shown}"
+
+
+def inner_text(phase: str, what: str, done: int, total: int | None, seconds_each: float | None) -> str:
+    """``fit: step 120/800 (15%), 2.1 s/step, ETA 0:23:48``; without ``total`` (unknown) only the
+    count and the rate; without ``seconds_each`` (no step timed yet) no rate and no ETA."""
+    text = f"{phase}: {what} {done}"
+    if total is not None:
+        text += f"/{total}" + (f" ({100 * done // total}%)" if total > 0 else "")
+    if seconds_each is not None and seconds_each > 0:
+        text += f", {_per(seconds_each, what)}"
+        if total is not None:
+            text += f", ETA {_clock(seconds_each * max(total - done, 0))}"
+    return text
+
+
+class InnerReport:
+    """``request.report`` for one fit or one draw of one generation: where it is, under the run's
+    progress display and in the run's log.
+
+    On a terminal the progress display's sub-line shows each report (redrawn at most every
+    ``TTY_INTERVAL`` seconds); otherwise the display prints a plain line, and ``log`` (the run's
+    log.txt) gets one, at most every ``interval`` seconds (``INNER_INTERVAL``), the first one
+    ``interval`` seconds after the fit or draw began, so short ones print nothing. The rate counts
+    from the first report, so that loading a model before the first step does not count as a step.
+    ``clock`` is injectable for tests.
+    """
+
+    def __init__(self, phase: str, generation: int | None = None, progress=None,
+                 log: Callable[[str], None] | None = None, interval: float | None = None,
+                 clock: Callable[[], float] | None = None) -> None:
+        self.phase = phase
+        self.generation = generation
+        self.progress = progress  # a Progress, a group's member, or None (no display)
+        self.log = log
+        self.interval = INNER_INTERVAL if interval is None else interval
+        self.clock = clock or time.monotonic
+        self.last_line = self.clock()
+        self.last_drawn: float | None = None
+        self.first: tuple[float, int] | None = None  # (time, done) of the first report
+
+    def __call__(self, what: str, done: int, total: int | None = None) -> None:
+        now = self.clock()
+        done = int(done)
+        total = None if total is None else int(total)
+        if self.first is None:
+            self.first = (now, done)
+        tty = self.progress is not None and self.progress.tty
+        drawn = tty and (self.last_drawn is None or now - self.last_drawn >= TTY_INTERVAL)
+        lined = now - self.last_line >= self.interval
+        if not (drawn or lined):
+            return
+        start, done0 = self.first
+        seconds_each = (now - start) / (done - done0) if done > done0 else None
+        text = inner_text(self.phase, what, done, total, seconds_each)
+        if drawn:
+            self.last_drawn = now
+            self.progress.inner(text)
+        if lined:
+            self.last_line = now
+            line = text if self.generation is None else f"generation {self.generation} {text}"
+            if self.progress is not None and not tty:
+                self.progress.inner(line)
+            if self.log is not None:
+                self.log(line)
+
+
+def reporter(phase: str, generation: int | None = None, progress=None,
+             log: Callable[[str], None] | None = None, *,
+             clock: Callable[[], float] | None = None) -> InnerReport:
+    """The ``report`` the loop puts on a request: ``reporter("fit", k, progress, run.log)`` for the
+    trainer of generation k, ``reporter("generate", k, ...)`` for its generator. ``progress`` is
+    the run's display (None: none) and ``log`` writes a line to the run's log.txt."""
+    return InnerReport(phase, generation, progress, log, clock=clock)

@@ -148,11 +148,8 @@ def _track_metric_table(track_runs: Sequence[P.RunData], metrics: Sequence[str] 
 # -- samples ------------------------------------------------------------------------------------
 
 
-def _read_rows(path: Path, columns: Sequence[str], n: int) -> list[dict[str, Any]]:
-    import pyarrow.parquet as pq
-
-    names = pq.read_schema(path).names
-    return pq.read_table(path, columns=[c for c in columns if c in names]).slice(0, n).to_pylist()
+def _read_rows(run: P.RunData, k: int, columns: Sequence[str], n: int) -> list[dict[str, Any]]:
+    return RF.generation_table(run.path, k, columns).slice(0, n).to_pylist()
 
 
 def _text_samples(run: P.RunData, n: int) -> dict[str, Any]:
@@ -162,8 +159,7 @@ def _text_samples(run: P.RunData, n: int) -> dict[str, Any]:
     per_gen = []
     for k in range(done):
         try:
-            per_gen.append(_read_rows(P.samples_path(run, k),
-                                      ["column.prompt", "column.text", "loglik_reference", "units"], n))
+            per_gen.append(_read_rows(run, k, ["column.prompt", "column.text", "loglik_reference", "units"], n))
         except Exception as exc:  # noqa: BLE001 - a damaged file: named, and the page goes on
             warnings.warn(f"skipping samples of generation {k}: {P.samples_path(run, k)}: {exc}", stacklevel=2)
             per_gen.append([])
@@ -257,8 +253,8 @@ def _samples(run: P.RunData, prompts: int = PROMPTS) -> dict[str, Any]:
         return _text_samples(run, prompts)
     last = done - 1
     try:
-        first, _ = RF.read_samples(P.samples_path(run, 0))
-        final, _ = RF.read_samples(P.samples_path(run, last))
+        first, _ = RF.generation_samples(run.path, 0)
+        final, _ = RF.generation_samples(run.path, last)
     except BenchError as exc:  # names the damaged file
         warnings.warn(f"skipping the samples of {run.path.name}: {exc}", stacklevel=2)
         return _note("Samples could not be read.")

@@ -15,6 +15,11 @@ A run folder (see docs/results.md for the full description)::
         samples.parquet     S_{k+1} with per-sample scores (SAMPLES columns below)
         state.safetensors   M_k's state (generation 0 and the last are always kept)
         info.json           wall times of the generation's steps
+    gens/000001-000064/     a chunk: fast generations 1..64 committed together (run.json
+                            schema_version 2): the same files, samples.parquet with a
+                            ``generation`` column, metrics.parquet with all their rows,
+                            info.json ``{"generations": [...]}``, state.safetensors of the last
+                            one, and states.safetensors with the kept states of the others
 
 Every file is written to a temporary name and renamed, so a reader never sees half a file; a
 killed process leaves at most a ``.<name>.<...>.tmp`` entry, which the next run of the same command
@@ -39,7 +44,11 @@ import pyarrow.parquet as pq
 from bench.components import Samples
 from bench.errors import BenchError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 1  # of the metric rows (METRICS_SCHEMA) and samples files
+# run.json's schema_version: 2 since generations may be committed in chunks (``gens/<first>-<last>``);
+# readers of this version read version 1 folders (one folder per generation) as well.
+RUN_SCHEMA_VERSION = 2
+RUN_SCHEMA_VERSIONS = (1, 2)
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 _MODE = 0o666 & ~_UMASK  # every result file, whatever library wrote it (safetensors makes 0600)
@@ -208,8 +217,10 @@ def write_bytes(path: Path, data: bytes, atomic: bool = True, sync: bool = False
     _atomic(path, write, atomic, sync)
 
 
-def write_parquet(path: Path, table: pa.Table, atomic: bool = True, sync: bool = True) -> None:
-    _atomic(path, lambda tmp: pq.write_table(table, tmp), atomic, sync)
+def write_parquet(path: Path, table: pa.Table, atomic: bool = True, sync: bool = True, **options: Any) -> None:
+    """``options``: pyarrow.parquet.write_table's (a chunk's samples: ``use_dictionary=False``,
+    six times faster for floating-point columns, which dictionaries do not shrink)."""
+    _atomic(path, lambda tmp: pq.write_table(table, tmp, **options), atomic, sync)
 
 
 def write_state(path: Path, state: Mapping[str, np.ndarray], atomic: bool = True, sync: bool = True) -> None:
@@ -269,12 +280,18 @@ def samples_table(samples: Samples, scores: Mapping[str, np.ndarray]) -> pa.Tabl
         "collapse_bench.dtype": str(data.dtype),
         "collapse_bench.schema_version": str(SCHEMA_VERSION),
     }
-    return pa.table(columns).replace_schema_metadata(meta)
+    # from_arrays, not pa.table(dict): that one imports pandas (0.8 s) to ask whether it got a DataFrame
+    return pa.Table.from_arrays(list(columns.values()), names=list(columns)).replace_schema_metadata(meta)
 
 
-def read_samples(path: Path) -> tuple[Samples, dict[str, np.ndarray]]:
-    """Samples and their score columns from a samples.parquet file."""
+def read_samples(path: Path, generation: int | None = None) -> tuple[Samples, dict[str, np.ndarray]]:
+    """Samples and their score columns from a samples.parquet file; of a chunk's file (with a
+    ``generation`` column), those drawn by M_``generation``."""
     table = pq.read_table(path)
+    if generation is not None and "generation" in table.column_names:
+        import pyarrow.compute as pc
+
+        table = table.filter(pc.equal(table.column("generation"), generation))
     meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
     kind = meta["collapse_bench.kind"]
     shape = json.loads(meta["collapse_bench.shape"])
@@ -291,14 +308,19 @@ def read_samples(path: Path) -> tuple[Samples, dict[str, np.ndarray]]:
     scores = {
         name: table.column(name).to_numpy()
         for name in table.column_names
-        if name not in ("index", "sample") and not name.startswith("column.")
+        if name not in ("index", "sample", "generation") and not name.startswith("column.")
     }
     return Samples(kind, data, extras), scores
 
 
-def read_sample_row(path: Path, index: int) -> dict[str, Any]:
-    """One row of a samples.parquet file as a dict (reads the file's columns, then one row)."""
+def read_sample_row(path: Path, index: int, generation: int | None = None) -> dict[str, Any]:
+    """One row of a samples.parquet file as a dict (reads the file's columns, then one row); of
+    a chunk's file, of the samples drawn by M_``generation``."""
     table = pq.read_table(path)
+    if generation is not None and "generation" in table.column_names:
+        import pyarrow.compute as pc
+
+        table = table.filter(pc.equal(table.column("generation"), generation)).drop_columns(["generation"])
     if not 0 <= index < table.num_rows:
         raise BenchError(f"sample {index} does not exist: {path} holds samples 0..{table.num_rows - 1}")
     return table.slice(index, 1).to_pylist()[0]
@@ -312,16 +334,65 @@ def read_parquet_rows(path: Path) -> list[dict[str, Any]]:
 
 
 def finished_generations(run_dir: Path) -> int:
-    """How many generations are finished: the committed folders 0, 1, ... without a gap."""
-    gens = Path(run_dir) / GENS_DIR
-    k = 0
-    while (gens / gen_name(k)).is_dir():
-        k += 1
-    return k
+    """How many generations are finished: the committed folders (one generation or a chunk)
+    covering 0, 1, ... without a gap."""
+    found = units(run_dir)
+    return found[-1][1] + 1 if found else 0
 
 
 def gen_name(k: int) -> str:
     return f"{k:06d}"
+
+
+def chunk_name(first: int, last: int) -> str:
+    """The folder name of the generations first..last committed together (one generation: gen_name)."""
+    return gen_name(first) if first == last else f"{first:06d}-{last:06d}"
+
+
+_UNIT = re.compile(r"(\d{6,})(?:-(\d{6,}))?")
+
+
+def parse_unit(name: str) -> tuple[int, int] | None:
+    """(first, last) generation of a committed folder's name, None for any other name."""
+    m = _UNIT.fullmatch(name)
+    if m is None:
+        return None
+    first = int(m.group(1))
+    last = int(m.group(2)) if m.group(2) else first
+    return (first, last) if last >= first else None
+
+
+def all_units(run_dir: Path) -> list[tuple[int, int, Path]]:
+    """Every committed folder of gens/ as (first, last, path), by first generation (gaps and
+    overlaps included: validate reports them)."""
+    gens = Path(run_dir) / GENS_DIR
+    try:
+        entries = list(os.scandir(gens))
+    except OSError:
+        return []
+    found = []
+    for e in entries:
+        span = parse_unit(e.name)
+        if span is not None and e.is_dir():
+            found.append((span[0], span[1], Path(e.path)))
+    return sorted(found, key=lambda u: (u[0], u[1]))
+
+
+def units(run_dir: Path) -> list[tuple[int, int, Path]]:
+    """The committed folders that hold generations 0, 1, ... without a gap, as (first, last, path)."""
+    out: list[tuple[int, int, Path]] = []
+    for first, last, path in all_units(run_dir):
+        if first == (out[-1][1] + 1 if out else 0):
+            out.append((first, last, path))
+    return out
+
+
+def unit_of(run_dir: Path, k: int) -> tuple[int, int, Path] | None:
+    """The committed folder holding generation k (first, last, path), or None."""
+    for first, last, path in units(run_dir):
+        if first <= k <= last:
+            return first, last, path
+    return None
 
 
 # The run folder's contract (metric rows, the schema check, the scan for runs) lives in

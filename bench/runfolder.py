@@ -39,10 +39,11 @@ from bench.types import Spec, digest
 LOCK_FILE = ".lock"
 SAMPLES_FILE = "samples.parquet"
 STATE_FILE = "state.safetensors"
+STATES_FILE = "states.safetensors"  # a chunk's kept states of the generations before its last
 INFO_FILE = "info.json"
 # What the harness writes in every run folder; a model plugin adds its own (ModelBundle.files).
 RUN_ENTRIES = frozenset({R.RUN_JSON, R.METRICS_FILE, R.LOG_FILE, LOCK_FILE, R.GENS_DIR})
-GEN_ENTRIES = frozenset({R.METRICS_FILE, SAMPLES_FILE, STATE_FILE, INFO_FILE})
+GEN_ENTRIES = frozenset({R.METRICS_FILE, SAMPLES_FILE, STATE_FILE, INFO_FILE, STATES_FILE})
 SAMPLE_COLUMNS = ("index", "sample", "loglik_reference", "loglik_model", "units")
 
 STATUSES = ("running", "interrupted", "failed", "complete")
@@ -142,7 +143,7 @@ class RunJson:
     status: str
     generations_requested: int
     generations_done: int
-    schema_version: int = R.SCHEMA_VERSION
+    schema_version: int = R.RUN_SCHEMA_VERSION
     gen0_id: str | None = None
     identity: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
@@ -360,8 +361,9 @@ def run_json_problems(data: dict[str, Any], where: str) -> tuple[list[str], bool
     if problems:
         return problems, False
     # The values agree with each other.
-    if data["schema_version"] != R.SCHEMA_VERSION:
-        problems.append(f"{where}: schema_version {data['schema_version']} (this reader knows {R.SCHEMA_VERSION})")
+    if data["schema_version"] not in R.RUN_SCHEMA_VERSIONS:
+        problems.append(f"{where}: schema_version {data['schema_version']} (this reader knows "
+                        f"{', '.join(map(str, R.RUN_SCHEMA_VERSIONS))})")
     if data["status"] not in STATUSES:
         problems.append(f"{where}: status {data['status']!r} is not one of {', '.join(STATUSES)}")
     n, done = data["generations_requested"], data["generations_done"]
@@ -672,10 +674,24 @@ def consolidate(run_dir: Path, info: Mapping[str, Any] | RunJson, done: int, wri
     """Join the per-generation metrics into one table with the run's identity columns (``info``:
     run.json or a mapping holding ``identity``), written to metrics.parquet unless ``write=False``.
 
-    ``known`` holds rows already in memory by generation; the others are read from their folders.
+    ``known`` holds rows already in memory by generation; the others are read from their folders
+    (one or a chunk of generations each).
     """
     known = known or {}
-    parts = [gen_metrics_table(known[k]) if k in known else _gen_metrics(Path(run_dir), k) for k in range(done)]
+    parts = []
+    for first, last, path in R.units(Path(run_dir)):
+        if first >= done:
+            break
+        gens = range(first, min(last, done - 1) + 1)
+        if all(k in known for k in gens):
+            parts += [gen_metrics_table(known[k]) for k in gens]
+            continue
+        table = _gen_metrics(Path(run_dir), path)
+        if last >= done:
+            import pyarrow.compute as pc
+
+            table = table.filter(pc.less(table.column("generation"), done))
+        parts.append(table)
     gen_table = pa.concat_tables(parts) if parts else R.GEN_METRICS_SCHEMA.empty_table()
     table = stamp(gen_table, _identity_of(info))
     if write:
@@ -683,9 +699,9 @@ def consolidate(run_dir: Path, info: Mapping[str, Any] | RunJson, done: int, wri
     return table
 
 
-def _gen_metrics(run_dir: Path, k: int) -> pa.Table:
-    """Generation k's metrics table; a BenchError naming the file when it is damaged."""
-    path = run_dir / R.GENS_DIR / R.gen_name(k) / R.METRICS_FILE
+def _gen_metrics(run_dir: Path, folder: Path) -> pa.Table:
+    """A generation folder's (or chunk's) metrics table; a BenchError naming the file when it is damaged."""
+    path = folder / R.METRICS_FILE
     try:
         return pq.read_table(path)
     except OSError as exc:
@@ -777,6 +793,111 @@ def read_gen_rows(path: Path) -> list[dict[str, Any]]:
     if problems:
         raise BenchError(f"{path}: damaged metrics ({problems[0]})")
     return table.select(R.GEN_METRICS_SCHEMA.names).to_pylist()
+
+
+# -- one generation of a run folder, whether committed alone or in a chunk -------------------------
+
+
+def generation_unit(run_dir: Path, k: int) -> tuple[int, int, Path]:
+    """(first, last, folder) of the committed folder holding generation k; a BenchError when the
+    run has not finished it."""
+    unit = R.unit_of(Path(run_dir), k)
+    if unit is None:
+        done = R.finished_generations(run_dir)
+        raise BenchError(f"{run_dir}: generation {k} is not finished (the run holds generations 0..{done - 1})"
+                         if done else f"{run_dir}: no generation is finished yet")
+    return unit
+
+
+def _chunked(unit: tuple[int, int, Path]) -> bool:
+    return unit[0] != unit[1]
+
+
+def generation_samples(run_dir: Path, k: int) -> tuple[Any, dict[str, Any]]:
+    """S_{k+1} (drawn by M_k) and its score columns, from generation k's folder or chunk."""
+    unit = generation_unit(run_dir, k)
+    return read_file(unit[2] / SAMPLES_FILE, "samples",
+                     lambda p: R.read_samples(p, k if _chunked(unit) else None))
+
+
+def generation_sample_row(run_dir: Path, k: int, index: int) -> dict[str, Any]:
+    """One sample of S_{k+1} as a dict (``index``, ``sample``, scores, extra columns)."""
+    unit = generation_unit(run_dir, k)
+    path = unit[2] / SAMPLES_FILE
+    row = read_file(path, "samples", lambda p: R.read_sample_row(p, index, k if _chunked(unit) else None))
+    if "sample" not in row:
+        raise BenchError(f"{path}: damaged samples (no sample column)")
+    return row
+
+
+def generation_table(run_dir: Path, k: int, columns: Sequence[str]) -> pa.Table:
+    """The ``columns`` of S_{k+1}'s samples file that exist, for generation k's rows only (a
+    chunk's file holds several generations); pyarrow's errors for a damaged file pass through."""
+    first, last, folder = generation_unit(run_dir, k)
+    path = folder / SAMPLES_FILE
+    names = pq.read_schema(path).names
+    wanted = [c for c in columns if c in names]
+    if first == last:
+        return pq.read_table(path, columns=wanted)
+    import pyarrow.compute as pc
+
+    table = pq.read_table(path, columns=wanted + ["generation"])
+    return table.filter(pc.equal(table.column("generation"), k)).select(wanted)
+
+
+def state_file(run_dir: Path, k: int) -> tuple[Path, str | None]:
+    """Where M_k's state is kept: (file, key prefix); the prefix is None for a plain state file
+    (a generation's own, or a chunk's last generation) and ``"<k>/"`` inside a chunk's
+    states.safetensors. The file may not exist: keep_states dropped the state."""
+    first, last, folder = generation_unit(run_dir, k)
+    if k == last:
+        return folder / STATE_FILE, None
+    return folder / STATES_FILE, f"{R.gen_name(k)}/"
+
+
+def has_state(run_dir: Path, k: int) -> bool:
+    """Whether M_k's state is kept in the run folder."""
+    path, prefix = state_file(run_dir, k)
+    if prefix is None or not path.is_file():
+        return path.is_file()
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "np") as fh:
+            return any(key.startswith(prefix) for key in fh.keys())
+    except Exception:  # noqa: BLE001 - a damaged file: read_state names it
+        return True
+
+
+def generation_state(run_dir: Path, k: int) -> dict[str, Any] | None:
+    """M_k's kept state, or None when keep_states dropped it; a BenchError naming a damaged file."""
+    path, prefix = state_file(run_dir, k)
+    if not path.is_file():
+        return None
+    state = read_state(path)
+    if prefix is None:
+        return state
+    mine = {key[len(prefix):]: v for key, v in state.items() if key.startswith(prefix)}
+    return mine or None
+
+
+def generation_info(run_dir: Path, k: int) -> dict[str, Any]:
+    """Generation k's info.json record (its step times, training samples, policy record)."""
+    first, last, folder = generation_unit(run_dir, k)
+    data = read_file(folder / INFO_FILE, "generation info", R.read_json)
+    if first == last:
+        return data
+    records = data.get("generations") if isinstance(data, dict) else None
+    if not isinstance(records, list) or len(records) != last - first + 1 or not isinstance(records[k - first], dict):
+        raise BenchError(f"{folder / INFO_FILE}: damaged generation info (no record of generation {k})")
+    return records[k - first]
+
+
+def generation_rows(run_dir: Path, k: int) -> list[dict[str, Any]]:
+    """Generation k's metric rows (GEN_METRICS_SCHEMA) as dicts."""
+    first, last, folder = generation_unit(run_dir, k)
+    rows = read_gen_rows(folder / R.METRICS_FILE)
+    return rows if first == last else [r for r in rows if r["generation"] == k]
 
 
 def read_metrics(run_dir: Path, validate: bool = True) -> pa.Table:

@@ -31,7 +31,7 @@ IDENTITY_KEYS, TRACK_KEYS = RF.IDENTITY_KEYS, RF.TRACK_TYPES
 RUN_FILES = set(RF.RUN_ENTRIES)  # a model plugin adds its own entries (ModelBundle.files)
 GEN_FILES = set(RF.GEN_ENTRIES)
 SAMPLE_COLUMNS = RF.SAMPLE_COLUMNS
-_GEN_DIR = re.compile(r"\d{6}")
+_GEN_DIR = re.compile(r"\d{6,}(-\d{6,})?")
 _TMP = re.compile(r"\..*\.tmp")
 _NONFINITE_WHAT = {
     "failed": "the run stopped there; fix the component and run again, or go on with --on-nonfinite record",
@@ -233,8 +233,11 @@ def _unexpected(folder: Path, allowed: set[str], what: str) -> list[str]:
 
 
 def _check_gens(run: Path, problems: list[str], tables: dict[int, Any]) -> int:
-    """Check the generation folders; return how many finished ones there are (0..k-1, no gap).
-    ``tables`` receives each readable generation metrics table."""
+    """Check the generation folders (one generation each, or a chunk of several); return how many
+    finished generations there are (0..k-1, no gap). ``tables`` receives each readable
+    generation's metrics table."""
+    import pyarrow.compute as pc
+
     gens = run / R.GENS_DIR
     if not gens.exists():
         return 0
@@ -242,39 +245,54 @@ def _check_gens(run: Path, problems: list[str], tables: dict[int, Any]) -> int:
         problems.append(f"{gens}: not a folder")
         return 0
     problems += _unexpected(gens, set(), "generations folder")
-    numbered = sorted(int(p.name) for p in gens.iterdir() if _GEN_DIR.fullmatch(p.name))
-    done = R.finished_generations(run)
-    for k in numbered:
-        if k >= done:
-            problems.append(f"{gens / R.gen_name(k)}: generation {k} without generation {done} before it")
-    for k in range(done):
-        gdir = gens / R.gen_name(k)
-        if not gdir.is_dir():
-            problems.append(f"{gdir}: not a folder")
+    found = R.units(run)
+    done = found[-1][1] + 1 if found else 0
+    for first, last, path in R.all_units(run):
+        if (first, last, path) in found:
             continue
+        what = f"generation {first}" if first == last else f"generations {first}..{last}"
+        if first >= done:
+            problems.append(f"{path}: {what} without generation {done} before "
+                            + ("it" if first == last else "them"))
+        else:
+            problems.append(f"{path}: {what} overlap the folders of generations 0..{done - 1}")
+    for first, last, gdir in found:
+        chunk = first != last
         problems += _unexpected(gdir, GEN_FILES, "generation folder")
-        table = _check_gen_metrics(gdir / R.METRICS_FILE, k, problems)
+        table = _check_gen_metrics(gdir / R.METRICS_FILE, range(first, last + 1), problems)
         if table is not None:
-            tables[k] = table
+            for k in range(first, last + 1):
+                tables[k] = table.filter(pc.equal(table.column("generation"), k)) if chunk else table
         samples = gdir / "samples.parquet"
         try:
             _, scores = R.read_samples(samples)
             missing = [c for c in SAMPLE_COLUMNS[2:] if c not in scores]
             if missing:
                 problems.append(f"{samples}: missing columns {', '.join(missing)}")
+            if chunk:
+                held = set(pq.read_table(samples, columns=["generation"]).column("generation").to_pylist())
+                if held != set(range(first, last + 1)):
+                    problems.append(f"{samples}: holds samples of generations {sorted(held)[:5]}..., "
+                                    f"the chunk's name says {first}..{last}")
         except Exception as exc:  # a missing file, not Parquet, or without the metadata
             problems.append(f"{samples}: unreadable samples ({_why(exc)})")
         info = gdir / "info.json"
         try:
-            if not isinstance(json.loads(info.read_bytes()), dict):
+            data = json.loads(info.read_bytes())
+            if not isinstance(data, dict):
                 problems.append(f"{info}: not a JSON object")
+            elif chunk and not (isinstance(data.get("generations"), list)
+                                and len(data["generations"]) == last - first + 1):
+                problems.append(f"{info}: the chunk's info.json lists no record per generation {first}..{last}")
         except (OSError, ValueError) as exc:
             problems.append(f"{info}: unreadable ({_why(exc)})")
         state = gdir / "state.safetensors"
         if state.exists():
             _check_safetensors(state, problems)
-        elif k == 0 or k == done - 1:
+        elif first == 0 or last == done - 1:
             problems.append(f"{state}: missing (the state of generation 0 and of the newest are always kept)")
+        if (gdir / RF.STATES_FILE).exists():
+            _check_safetensors(gdir / RF.STATES_FILE, problems)
     return done
 
 
@@ -340,8 +358,9 @@ def _read_parquet(path: Path):
     return pq.ParquetFile(path).read()
 
 
-def _check_gen_metrics(path: Path, k: int, problems: list[str]):
-    """Problems with one generation's metrics; the table when it has the right columns."""
+def _check_gen_metrics(path: Path, gens: range, problems: list[str]):
+    """Problems with one generation folder's (or chunk's) metrics; the table when it has the
+    right columns."""
     try:
         table = _read_parquet(path)
     except Exception as exc:  # missing, or not Parquet
@@ -349,8 +368,9 @@ def _check_gen_metrics(path: Path, k: int, problems: list[str]):
         return None
     before = len(problems)
     problems += [f"{path}: {p}" for p in RF.check_metrics_schema(table.schema, R.GEN_METRICS_SCHEMA)]
-    if "generation" in table.column_names and set(table.column("generation").to_pylist()) - {k}:
-        problems.append(f"{path}: rows of other generations than {k}")
+    if "generation" in table.column_names and set(table.column("generation").to_pylist()) - set(gens):
+        what = f"{gens.start}" if len(gens) == 1 else f"{gens.start}..{gens[-1]}"
+        problems.append(f"{path}: rows of other generations than {what}")
     return table.select(R.GEN_METRICS_SCHEMA.names) if len(problems) == before else None
 
 

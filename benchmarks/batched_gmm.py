@@ -12,8 +12,16 @@ script prints the wall time of each loop and their ratio, and the final collapse
 both (per-component std and squared L2 distance to the generation-0 fit: mean and sd over seeds,
 and Welch statistics of the difference of their logs), which should agree within seed variation.
 
-    python benchmarks/batched_gmm.py                      # 16 seeds, 2050 generations, (a) + (b)
-    python benchmarks/batched_gmm.py --sklearn-seeds 2    # (a) on 2 seeds only, extrapolated
+    python benchmarks/batched_gmm.py                      # fit only: (a) against (b), interleaved
+    python benchmarks/batched_gmm.py --chains             # whole chains, 16 seeds, 2050 generations
+    python benchmarks/batched_gmm.py --chains --sklearn-seeds 2   # (a) on 2 seeds, extrapolated
+
+Fit only (the default): the fits' inputs are the 16 chains' data sets every ``--every`` generations
+of a batched chain of ``--generations`` (generation 0 included); each repeat times (a) a
+``GaussianMixture`` fit of every data set one after another and (b) one ``fit_gmm_batch`` call per
+generation for the same data, sides interleaved, one BLAS/OpenMP thread (threadpoolctl), CPU time
+(``time.process_time``) and wall time, through ``benchmarks/_timing.py``; it prints min and
+median per chain-generation and the ratios (a) / (b). The whole-chain mode times each loop once, in wall time.
     python benchmarks/batched_gmm.py --harness --out DIR  # also (c): bench run on gmm-batched
     python benchmarks/batched_gmm.py --seeds 2 --generations 10 --skip-sklearn --single-fits 400
 
@@ -83,6 +91,64 @@ def batched_chains(xs: dict[int, np.ndarray], params, generations: int):
                 xs[s] = gmm.sample_mixture(state, xs[s].shape[0], rng(s, k, GENERATE))
     elapsed = time.perf_counter() - t
     return {s: (first[s], state) for s, state in zip(seeds, states)}, elapsed, fit_time
+
+
+def chain_snapshots(xs: dict[int, np.ndarray], params, generations: int, every: int) -> list[tuple[int, list]]:
+    """[(generation, [data set of each seed])] every ``every`` generations of the batched chains."""
+    from bench.components import FitRequest, Samples
+    from bench.loop import GENERATE, TRAIN, rng
+    from collapse_bench_plugins import batched, gmm
+
+    seeds = sorted(xs)
+    xs = dict(xs)
+    out = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for k in range(generations + 1):
+            if k % every == 0:
+                out.append((k, [xs[s] for s in seeds]))
+            requests = [FitRequest(Samples("vectors", xs[s]), None, "pretrained", None, params,
+                                   rng(s, k, TRAIN), k) for s in seeds]
+            for s, state in zip(seeds, batched.fit_gmm_batch(requests)):
+                xs[s] = gmm.sample_mixture(state, xs[s].shape[0], rng(s, k, GENERATE))
+    return out
+
+
+def fit_only(snapshots, params, repeats: int) -> dict:
+    """(a) scikit-learn fits one after another against (b) one batched fit per generation."""
+    from _timing import Timing, interleave, pin_threads, report
+    from sklearn.mixture import GaussianMixture
+    from threadpoolctl import threadpool_limits
+
+    from bench.components import FitRequest, Samples
+    from bench.loop import TRAIN, rng
+    from collapse_bench_plugins import batched
+
+    def notebook():
+        for k, sets in snapshots:
+            for s, x in enumerate(sets):
+                GaussianMixture(n_components=2, covariance_type="full", tol=params["tol"],
+                                max_iter=params["max_iter"], reg_covar=params["reg_covar"],
+                                random_state=int(rng(s, k, TRAIN).integers(0, 2**32 - 1))).fit(x)
+
+    def batch():
+        for k, sets in snapshots:
+            batched.fit_gmm_batch([FitRequest(Samples("vectors", x), None, "pretrained", None, params,
+                                              rng(s, k, TRAIN), k) for s, x in enumerate(sets)])
+
+    fits = sum(len(sets) for _, sets in snapshots)
+    pin_threads(1)
+    with threadpool_limits(limits=1), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        times = interleave({"notebook": notebook, "batched": batch}, repeats)
+    print(f"per chain-generation ({fits} fits a call, times in ms); ratios to the batched fit:")
+    per_fit = type(times)({name: [Timing(1e3 * t.wall / fits, 1e3 * t.cpu / fits) for t in ts]
+                           for name, ts in times.items()})
+    per_fit.cores, per_fit.load_start, per_fit.load_end = times.cores, times.load_start, times.load_end
+    figures = report(per_fit, baseline="batched", unit="ms")
+    return {"fits": fits, "repeats": repeats,
+            "per_fit_ms": {name: [list(t) for t in ts] for name, ts in per_fit.items()},
+            "summary": {name: f._asdict() for name, f in figures.items()}}
 
 
 def statistics(pairs) -> np.ndarray:
@@ -161,6 +227,9 @@ def main() -> None:
     ap.add_argument("--single-fits", type=int, default=0,
                     help="also compare N paired single fits with scikit-learn (blob and collapsed data)")
     ap.add_argument("--json", default=None, help="write the figures to this JSON file")
+    ap.add_argument("--chains", action="store_true", help="time whole chains instead of the fits alone")
+    ap.add_argument("--every", type=int, default=50, help="fit only: data sets every N generations (default 50)")
+    ap.add_argument("--repeats", type=int, default=5, help="fit only: interleaved repeats (default 5)")
     args = ap.parse_args()
 
     import sklearn.mixture  # noqa: F401  (import time belongs to neither loop)
@@ -175,6 +244,15 @@ def main() -> None:
     print(f"paper preset: one N(0, I) blob, n={params['n_samples']}, {args.generations} refits after "
           f"the first, {len(seeds)} seeds", flush=True)
     report: dict = {"seeds": seeds, "generations": args.generations}
+
+    if not args.chains:
+        snapshots = chain_snapshots(data, params, args.generations, args.every)
+        print(f"fit only: {len(snapshots)} generations (every {args.every}) x {len(seeds)} chains, "
+              f"{args.repeats} interleaved repeats, one thread", flush=True)
+        report["fit_only"] = fit_only(snapshots, params, args.repeats)
+        if args.json:
+            Path(args.json).write_text(json.dumps(report, indent=1))
+        return
 
     pairs_b, t_b, fit_b = batched_chains(data, params, args.generations)
     stats_b = statistics(pairs_b[s] for s in seeds)

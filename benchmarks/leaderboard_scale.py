@@ -4,15 +4,18 @@ One real run (gmm smoke) is made first; its run.json and metrics.parquet are the
 times with other seeds, policies (one entry per policy value), run ids and values, so every folder
 is what `bench leaderboard` reads from a real run. With ``--full`` each folder also gets its
 generation folders (samples and states hard-linked, per-generation metrics written), so that
-`bench validate` passes on it too, and validation is timed as well.
+`bench validate` passes on it too, and validation is timed as well, interleaved with the
+leaderboard (benchmarks/_timing.py: min and median of CPU and wall time over --repeats calls).
 
     python benchmarks/leaderboard_scale.py [--runs 10000] [--entries 20] [--generations 5] [--full]
+        [--repeats 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import json
 import os
 import tempfile
@@ -23,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from _timing import interleave, pin_threads, report
 
 
 def template_run(root: Path, generations: int) -> Path:
@@ -74,14 +79,15 @@ def make_runs(root: Path, n: int, entries: int = 20, generations: int = 5, full:
         pq.write_table(stamped, run_dir / R.METRICS_FILE)
         if full:
             (run_dir / R.LOG_FILE).write_text("synthetic run\n")
-            for k in range(generations + 1):
-                gdir = run_dir / R.GENS_DIR / R.gen_name(k)
+            for first, last, src in R.units(template):  # one generation each, or a chunk
+                gdir = run_dir / R.GENS_DIR / src.name
                 gdir.mkdir(parents=True)
-                src = template / R.GENS_DIR / R.gen_name(k)
                 for name in os.listdir(src):
                     if name != R.METRICS_FILE:
                         os.link(src / name, gdir / name)
-                rows = stamped.filter(pa.compute.equal(stamped.column("generation"), k))
+                gen = stamped.column("generation")
+                rows = stamped.filter(pa.compute.and_(pa.compute.greater_equal(gen, first),
+                                                      pa.compute.less_equal(gen, last)))
                 pq.write_table(rows.select(R.GEN_METRICS_SCHEMA.names), gdir / R.METRICS_FILE)
     return out
 
@@ -92,33 +98,34 @@ def main() -> None:
     ap.add_argument("--entries", type=int, default=20)
     ap.add_argument("--generations", type=int, default=5)
     ap.add_argument("--full", action="store_true", help="write generation folders too, and time validation")
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
+    pin_threads(1)
 
     from bench.leaderboard import build
 
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
+        root, fresh = Path(tmp), itertools.count()
         t = time.perf_counter()
         runs = make_runs(root, args.runs, args.entries, args.generations, args.full)
         print(f"made {args.runs} synthetic runs ({args.entries} entries, {args.generations} generations) "
-              f"in {time.perf_counter() - t:.1f} s")
-        for r in range(args.repeats):
-            t = time.perf_counter()
-            result = build([runs], out=root / f"leaderboards{r}")
-            dt = time.perf_counter() - t
-            print(f"leaderboard, pass {r + 1}: {dt:.2f} s for {result.runs_used} runs "
-                  f"({result.runs_used / dt:,.0f} runs/s), {len(result.warnings)} warnings, "
-                  f"{sum(t.entries for t in result.tracks)} entries")
+              f"in {time.perf_counter() - t:.1f} s", flush=True)
+        sides = {"leaderboard": lambda: build([runs], out=root / f"leaderboards{next(fresh)}")}
         if args.full:
             from bench.validate import validate
 
-            t = time.perf_counter()
-            problems = validate([runs])
-            dt = time.perf_counter() - t
-            print(f"validate: {dt:.2f} s for {args.runs} runs ({args.runs / dt:,.0f} runs/s), "
-                  f"{len(problems)} problems")
-
+            sides["validate"] = lambda: validate([runs])
+        outcomes: dict[str, object] = {}
+        results = interleave(sides, args.repeats, on_result=lambda side, r, value: outcomes.setdefault(side, value))
+        report(results, baseline="leaderboard")
+        board = outcomes["leaderboard"]
+        fastest = min(t.wall for t in results["leaderboard"])
+        print(f"leaderboard: {board.runs_used} runs ({board.runs_used / fastest:,.0f} runs/s at the fastest wall "
+              f"time), {len(board.warnings)} warnings, {sum(t.entries for t in board.tracks)} entries")
+        if args.full:
+            fastest = min(t.wall for t in results["validate"])
+            print(f"validate: {args.runs} runs ({args.runs / fastest:,.0f} runs/s at the fastest wall time), "
+                  f"{len(outcomes['validate'])} problems")
 
 if __name__ == "__main__":
     main()

@@ -285,30 +285,8 @@ def m_step(xs: Sequence[np.ndarray], resp: np.ndarray, reg_covar: float, init: b
     nk = sum_n r + 10 eps; m = sum_n r x / nk; S = sum_n r (x - m)(x - m)^T / nk + reg_covar I;
     weights nk / n at initialisation and nk / sum_k nk after an E-step, as scikit-learn.
     """
-    b, k, n = resp.shape
-    d = len(xs)
-    nk = resp.sum(axis=-1)
-    nk += _TEN_EPS
-    means = np.empty((b, k, d))
-    for i, x in enumerate(xs):
-        means[:, :, i] = (resp * x[:, None, :]).sum(axis=-1) / nk
-    diffs = [x[:, None, :] - means[:, :, i, None] for i, x in enumerate(xs)]
-    cov = np.empty((b, k, d, d))
-    for i in range(d):
-        rd = resp * diffs[i]
-        for j in range(i, d):
-            v = (rd * diffs[j]).sum(axis=-1) / nk
-            if i == j:
-                v += reg_covar
-            cov[:, :, i, j] = v
-            cov[:, :, j, i] = v
-    if init:
-        weights = nk / n
-    else:
-        total = nk[:, 0].copy()
-        for c in range(1, k):
-            total += nk[:, c]
-        weights = nk / total[:, None]
+    work = _Workspace(xs, resp.shape[1])
+    weights, means, cov = work.m_step(resp, reg_covar, init)
     return weights, means, cov
 
 
@@ -318,23 +296,131 @@ def e_step(xs: Sequence[np.ndarray], weights, means, prec_factor, half_logdet):
     log p_k(x) = log w_k - d/2 log 2 pi - log det(S_k)/2 - ||U_k (x - m_k)||^2 / 2, normalised
     over k by log-sum-exp (the maximum over k subtracted first, as scipy's logsumexp).
     """
-    k = weights.shape[1]
-    d = len(xs)
-    diffs = [x[:, None, :] - means[:, :, i, None] for i, x in enumerate(xs)]
-    logp = None
-    for i in range(d):
-        z = diffs[0] * prec_factor[:, :, i, 0, None]
-        for j in range(1, i + 1):
-            z += diffs[j] * prec_factor[:, :, i, j, None]
-        z *= z
-        if logp is None:
-            logp = z
+    work = _Workspace(xs, weights.shape[1])
+    work.set_means(means)
+    return work.e_step(weights, prec_factor, half_logdet)
+
+
+class _Workspace:
+    """Arrays of one EM over chains of one shape, reused from iteration to iteration.
+
+    The M-step leaves the differences x - m_k of its new means in ``diffs``; the next E-step
+    starts from them instead of subtracting again. Every value is computed by the same
+    operations, in the same order, as written in ``m_step``/``e_step``'s docstrings, so the
+    buffers change speed, not bits.
+    """
+
+    def __init__(self, xs: Sequence[np.ndarray], k: int) -> None:
+        self.xs = list(xs)
+        self.k = k
+        b, n = xs[0].shape
+        self.rows = [x[:, None, :] for x in self.xs]  # (B, 1, n) views
+        shape = (b, k, n)
+        self.diffs = [np.empty(shape) for _ in self.xs]
+        self.scratch = np.empty(shape)
+        self.product = np.empty(shape)
+        self.logp = np.empty(shape)
+
+    def keep(self, keep: np.ndarray) -> None:
+        """Drop the chains where ``keep`` is False (their rows leave every array)."""
+        self.xs = [x[keep] for x in self.xs]
+        self.rows = [x[:, None, :] for x in self.xs]
+        self.diffs = [dx[keep] for dx in self.diffs]
+        shape = self.diffs[0].shape
+        self.scratch = np.empty(shape)
+        self.product = np.empty(shape)
+        self.logp = np.empty(shape)
+
+    def set_means(self, means: np.ndarray) -> None:
+        for i, row in enumerate(self.rows):
+            np.subtract(row, means[:, :, i, None], out=self.diffs[i])
+
+    def m_step(self, resp: np.ndarray, reg_covar: float, init: bool = False):
+        """``m_step`` on this workspace's data; leaves x - m_k in ``diffs``."""
+        b, k, n = resp.shape
+        d = len(self.xs)
+        nk = resp.sum(axis=-1)
+        nk += _TEN_EPS
+        means = np.empty((b, k, d))
+        scratch, product = self.scratch, self.product
+        for i, row in enumerate(self.rows):
+            np.multiply(resp, row, out=scratch)
+            np.divide(scratch.sum(axis=-1), nk, out=means[:, :, i])
+        self.set_means(means)
+        cov = np.empty((b, k, d, d))
+        for i in range(d):
+            np.multiply(resp, self.diffs[i], out=product)
+            for j in range(i, d):
+                np.multiply(product, self.diffs[j], out=scratch)
+                v = scratch.sum(axis=-1)
+                v /= nk
+                if i == j:
+                    v += reg_covar
+                cov[:, :, i, j] = v
+                cov[:, :, j, i] = v
+        if init:
+            weights = nk / n
         else:
-            logp += z
-    logp *= -0.5
-    with np.errstate(divide="ignore"):
-        const = np.log(weights) - half_logdet - 0.5 * d * _LOG_2PI
-    logp += const[:, :, None]
+            total = nk[:, 0].copy()
+            for c in range(1, k):
+                total += nk[:, c]
+            weights = nk / total[:, None]
+        return weights, means, cov
+
+    def e_step(self, weights, prec_factor, half_logdet):
+        """``e_step`` for the means of the last ``m_step``/``set_means``: (resp, lower bound)."""
+        d = len(self.xs)
+        diffs, logp, z, product = self.diffs, self.logp, self.scratch, self.product
+        for i in range(d):
+            target = logp if i == 0 else z
+            np.multiply(diffs[0], prec_factor[:, :, i, 0, None], out=target)
+            for j in range(1, i + 1):
+                np.multiply(diffs[j], prec_factor[:, :, i, j, None], out=product)
+                target += product
+            target *= target
+            if i:
+                logp += z
+        logp *= -0.5
+        with np.errstate(divide="ignore"):
+            const = np.log(weights) - half_logdet - 0.5 * d * _LOG_2PI
+        logp += const[:, :, None]
+        if self.k == 2:
+            lower = _normalise_two(logp)
+            if lower is not None:
+                return logp, lower
+        return logp, _normalise(logp)
+
+
+def _normalise_two(logp: np.ndarray):
+    """``_normalise`` for K = 2 computing one exponential per point instead of two.
+
+    With top = max(a, b) finite, exp(top - top) is exactly 1 and exp(min(a, b) - top) is
+    exp(-|a - b|) (IEEE subtraction is exactly antisymmetric), so every value equals the general
+    path's. Returns None, leaving ``logp`` untouched, where top is not finite for some point
+    (the lower bound is then not finite either); the caller takes the general path.
+    """
+    a, b = logp[:, 0], logp[:, 1]
+    top = np.maximum(a, b)
+    gap = a - b
+    small = np.abs(gap)
+    np.negative(small, out=small)
+    np.exp(small, out=small)
+    total = small + 1.0
+    lse = np.log(total)
+    lse += top
+    lower = lse.sum(axis=-1) / lse.shape[-1]
+    if not np.isfinite(lower).all():
+        return None
+    first = gap >= 0  # a is the maximum (on ties both exponentials are 1)
+    a[...] = np.where(first, 1.0, small)
+    b[...] = np.where(first, small, 1.0)
+    logp /= total[:, None, :]
+    return lower
+
+
+def _normalise(logp: np.ndarray) -> np.ndarray:
+    """Responsibilities in place from log w_k p_k (B, K, n); returns the mean log-likelihood (B,)."""
+    k = logp.shape[1]
     top = logp[:, 0].copy()
     for c in range(1, k):
         np.maximum(top, logp[:, c], out=top)
@@ -347,7 +433,7 @@ def e_step(xs: Sequence[np.ndarray], weights, means, prec_factor, half_logdet):
     lse = np.log(total)
     lse += top
     logp /= total[:, None, :]
-    return logp, lse.sum(axis=-1) / lse.shape[-1]
+    return lse.sum(axis=-1) / lse.shape[-1]
 
 
 def _raise_ill_defined(ok: np.ndarray, who: Sequence[int], requests) -> None:
@@ -388,11 +474,14 @@ def _fit_gmm_group(requests, members: Sequence[int], xs_list, settings) -> list[
     unconverged = []
     active = np.arange(b)
     lower = np.full(b, -np.inf)
+    work = _Workspace(xs, k)
+    work.set_means(means)
     for it in range(1, max_iter + 1):
-        resp, new_lower = e_step(xs, weights, means, prec, half_logdet)
-        weights, means, cov = m_step(xs, resp, reg_covar)
+        resp, new_lower = work.e_step(weights, prec, half_logdet)
+        weights, means, cov = work.m_step(resp, reg_covar)
         prec, half_logdet, ok = chol_inverse(cov)
-        _raise_ill_defined(ok, [members[j] for j in active], requests)
+        if not ok.all():
+            _raise_ill_defined(ok, [members[j] for j in active], requests)
         change = new_lower - lower
         lower = new_lower
         converged = np.abs(change) < tol
@@ -408,7 +497,7 @@ def _fit_gmm_group(requests, members: Sequence[int], xs_list, settings) -> list[
         if not keep.any():
             break
         active = active[keep]
-        xs = [x[keep] for x in xs]
+        work.keep(keep)
         weights, means, cov = weights[keep], means[keep], cov[keep]
         prec, half_logdet, lower = prec[keep], half_logdet[keep], lower[keep]
     if unconverged:

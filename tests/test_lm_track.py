@@ -10,6 +10,7 @@ torch = pytest.importorskip("torch")
 
 import bench.api as cb  # noqa: E402
 from bench import results as R  # noqa: E402
+from bench import runfolder as RF  # noqa: E402
 from tests.test_cli import bench_cli  # noqa: E402
 
 # The smoke preset's code at test size: a 6k-token corpus, 16-token blocks, one epoch.
@@ -46,7 +47,7 @@ def test_smoke_code_at_test_size_runs_end_to_end(capsys, tmp_path):
     drift = df[(df.metric == "perplexity-drift") & (df.generation == 0)].value.item()
     assert drift == pytest.approx(1.0)
     assert np.isfinite(df[df.metric == "true-nll-shift"].value).all(), "specials suppressed: exact scores finite"
-    samples, scores = R.read_samples(run_dir / "gens" / "000001" / "samples.parquet")
+    samples, scores = RF.generation_samples(run_dir, 1)
     assert samples.kind == "tokens" and samples.data.shape[1] == 16
     assert len(samples.columns["text"]) == len(samples) and len(samples.columns["prompt"]) == len(samples)
     assert (scores["units"] == 15).all()

@@ -6,6 +6,7 @@ import pytest
 import bench
 import bench.api as cb
 from bench import results as R
+from bench import runfolder as RF
 from bench.errors import BenchError
 from bench.loop import run_group
 from bench.plugins import Bench
@@ -59,8 +60,9 @@ def test_chains_fit_together_and_end_as_if_alone(batched, tmp_path):
     alone = [cb.run("btoy", seeds=s, out=tmp_path / f"alone{s}", bench=b)[0] for s in range(3)]
     for o_together, o_alone in zip(together, alone):
         assert _values(o_together.path).equals(_values(o_alone.path))
-        a = R.read_state(o_together.path / "gens" / R.gen_name(4) / "state.safetensors")
-        c = R.read_state(o_alone.path / "gens" / R.gen_name(4) / "state.safetensors")
+        a = RF.generation_state(o_together.path, 4)
+        c = RF.generation_state(o_alone.path, 4)
+        assert a.keys() == c.keys()
         assert all(np.array_equal(a[k], c[k]) for k in a)
 
 
@@ -106,6 +108,7 @@ def test_one_progress_display_for_the_group(batched, tmp_path, capsys):
 def test_ctrl_c_stops_a_lockstep_group_and_the_same_command_finishes_it(tmp_path):
     """SIGINT to `bench run --seeds 0-2` of a batched trainer: exit 130, every chain interrupted with
     its finished generations kept; the same command then ends as lone runs do."""
+    import os
     import signal
     import subprocess
     import sys
@@ -116,9 +119,11 @@ def test_ctrl_c_stops_a_lockstep_group_and_the_same_command_finishes_it(tmp_path
     cmd = [sys.executable, "-m", "bench.cli", "run", "--plugin", "gaussian-batched", "--preset", "smoke",
            "--generations", "400", "--set", "n_samples=200", "--seeds", "0-2", "--out"]
     cut = tmp_path / "cut"
-    proc = subprocess.Popen(cmd + [str(cut)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # chunks of 0.05 s of work: the interrupt lands with committed chunks and pending generations
+    env = {**os.environ, "BENCH_COMMIT_EVERY": "0.05"}
+    proc = subprocess.Popen(cmd + [str(cut)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.time() + 60
-    while time.time() < deadline and len(list(cut.glob("*/gens/000020"))) < 3:
+    while time.time() < deadline and sum(R.finished_generations(d) >= 20 for d in cut.glob("*-s*")) < 3:
         time.sleep(0.02)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)

@@ -15,11 +15,13 @@ import pytest
 import bench
 import bench.api as cb
 from bench import results as R
+from bench import runfolder as RF
 from bench.errors import BenchError, RunLocked
 from bench.loop import FolderLock, Run
 from bench.plugins import Bench, PluginError
 from bench.spec import resolve
 from tests import toy_plugins
+from tests.helpers import generation_frame
 
 
 @pytest.fixture
@@ -61,7 +63,7 @@ def test_mix_keeps_a_fresh_share_of_real_data(toy_bench, tmp_path):
     run = Run(toy_bench, spec, tmp_path)
     run.execute()
     real = toy_bench.models.get("toy").load_real(bench.RealRequest(spec.params, spec.seed))
-    synthetic = [R.read_samples(run.path / "gens" / R.gen_name(i) / "samples.parquet")[0] for i in range(2)]
+    synthetic = [RF.generation_samples(run.path, i)[0] for i in range(2)]
     real_rows = {tuple(r) for r in real.train.data}
     picks = []
     for seed in range(3):
@@ -115,8 +117,8 @@ def test_interrupted_run_resumes_to_the_same_results(toy_bench, tmp_path, monkey
     resumed = run_toy(toy_bench, tmp_path / "cut", generations=6)
     pd.testing.assert_frame_equal(cb.metrics(whole), cb.metrics(resumed))
     for k in (0, 6):
-        a = R.read_samples(whole[0].path / "gens" / R.gen_name(k) / "samples.parquet")[0].data
-        b = R.read_samples(resumed[0].path / "gens" / R.gen_name(k) / "samples.parquet")[0].data
+        a = RF.generation_samples(whole[0].path, k)[0].data
+        b = RF.generation_samples(resumed[0].path, k)[0].data
         np.testing.assert_array_equal(a, b)
 
 
@@ -174,13 +176,20 @@ def test_a_failing_trainer_is_named_and_earlier_generations_stay(toy_bench, tmp_
     assert "RuntimeError" in (run_dir / "log.txt").read_text()
 
 
-def test_a_raising_event_hook_is_named_and_the_saved_state_stays_consistent(tmp_path):
+# The hook runs after its generation is committed: with one folder per generation ("0") the run
+# stops after generation 2; by default generations 1..4 are one chunk, committed before its hooks.
+@pytest.mark.parametrize("commit_every, finished", [("0", 3), ("", 5)])
+def test_a_raising_event_hook_is_named_and_the_saved_state_stays_consistent(tmp_path, monkeypatch, commit_every,
+                                                                             finished):
+    monkeypatch.setenv("BENCH_COMMIT_EVERY", commit_every)
     events = toy_plugins.Events(raise_at=2)
     b = Bench(extra_plugins=[toy_plugins.Toy(), events])
     with pytest.raises(PluginError, match="plugin 'events' raised in bench_generation_finished"):
         run_toy(b, tmp_path)
     run_dir = next(tmp_path.glob("toy-*"))
-    assert R.finished_generations(run_dir) == 3
+    assert R.finished_generations(run_dir) == finished
+    assert R.read_json(run_dir / "run.json")["generations_done"] == finished
+    assert [c[1] for c in events.calls if c[0] == "generation"] == [0, 1, 2]
     assert R.validate_metrics(R.read_metrics(run_dir)) == []
     assert R.read_json(run_dir / "run.json")["status"] == "failed"
     assert events.calls[0] == ("started", 0) and events.calls[-1] == ("finished", "failed")
@@ -196,7 +205,7 @@ def test_events_fire_in_order(tmp_path):
 @pytest.mark.parametrize("keep, kept", [("first-last", [0, 4]), ("all", [0, 1, 2, 3, 4]), ("every:2", [0, 2, 4])])
 def test_state_retention(toy_bench, tmp_path, keep, kept):
     runs = cb.run("toy", "smoke", out=tmp_path, bench=toy_bench, keep_states=keep)
-    have = [k for k in range(5) if (runs[0].path / "gens" / R.gen_name(k) / "state.safetensors").exists()]
+    have = [k for k in range(5) if RF.has_state(runs[0].path, k)]
     assert have == kept
 
 
@@ -208,9 +217,11 @@ def test_kill_9_mid_run_then_the_same_command_finishes_identically(tmp_path):
     whole = tmp_path / "whole"
     subprocess.run(cmd + [str(whole)], check=True, capture_output=True)
     cut = tmp_path / "cut"
-    proc = subprocess.Popen(cmd + [str(cut)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # chunks of 0.05 s of work, so that the kill lands between chunks and loses the pending ones
+    env = {**os.environ, "BENCH_COMMIT_EVERY": "0.05"}
+    proc = subprocess.Popen(cmd + [str(cut)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     deadline = time.time() + 60
-    while time.time() < deadline and not list(cut.glob("*/gens/000030")):
+    while time.time() < deadline and not any(R.finished_generations(d) >= 30 for d in cut.glob("gaussian-*")):
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -363,8 +374,8 @@ def test_plugins_with_the_old_positional_signatures_run_unchanged_with_one_warni
     assert old[0].spec.run_id == new[0].spec.run_id
     pd.testing.assert_frame_equal(cb.metrics(old), cb.metrics(new))
     for k in range(5):
-        a = pd.read_parquet(old[0].path / "gens" / R.gen_name(k) / "samples.parquet")
-        b = pd.read_parquet(new[0].path / "gens" / R.gen_name(k) / "samples.parquet")
+        a = generation_frame(old[0].path, k)
+        b = generation_frame(new[0].path, k)
         pd.testing.assert_frame_equal(a, b)
 
 
@@ -405,10 +416,11 @@ def test_a_bundle_without_a_data_source_warns_once_per_run(toy_bench, tmp_path):
 def _run_folder(run) -> dict:
     """Everything a run wrote that does not depend on the clock."""
     out = {"metrics": cb.metrics(run)}
-    for gen in sorted((run[0].path / "gens").iterdir()):
-        out[gen.name] = pd.read_parquet(gen / "samples.parquet")
-        info = R.read_json(gen / "info.json")
-        out[gen.name + "/info"] = {k: v for k, v in info.items() if not k.endswith("_s")}
+    path = run[0].path
+    for gen in range(R.finished_generations(path)):
+        out[R.gen_name(gen)] = generation_frame(path, gen)
+        info = RF.generation_info(path, gen)
+        out[R.gen_name(gen) + "/info"] = {k: v for k, v in info.items() if not k.endswith("_s")}
     return out
 
 

@@ -8,6 +8,7 @@ import pytest
 
 import bench.api as cb
 from bench import results as R
+from bench import runfolder as RF
 from bench.loop import FolderLock
 from tests.test_cli import bench_cli
 
@@ -45,8 +46,10 @@ def test_rescore_recomputes_from_saved_samples_and_states(capsys, tmp_path):
     run_dir = cb.run("gmm", "smoke", generations=4, out=tmp_path / "all", keep_states="all")[0].path
     before = cb.metrics(run_dir)
     # Remove one metric's rows everywhere, then rescore it: the same values come back.
-    for k in range(5):
-        gen = run_dir / "gens" / R.gen_name(k) / "metrics.parquet"
+    units = R.units(run_dir)
+    assert units[-1][1] == 4 and any(first < last for first, last, _ in units)  # a chunk of generations
+    for _, _, folder in units:
+        gen = folder / "metrics.parquet"
         rows = [r for r in R.read_parquet_rows(gen) if not r["metric"].startswith("gmm-std")]
         R.write_parquet(gen, R.gen_metrics_table(rows))
     R.consolidate(run_dir, R.read_json(run_dir / "run.json"), 5)
@@ -79,7 +82,7 @@ def test_rescore_adds_a_new_metric(capsys, tmp_path, runs):
     df = cb.metrics(tmp_path)
     q = df[df.metric == "reference-nll/q50"]
     assert len(q) == 10  # every generation of both runs: scores under M_0 are saved with the samples
-    samples, scores = R.read_samples(runs[0].path / "gens" / "000002" / "samples.parquet")
+    samples, scores = RF.generation_samples(runs[0].path, 2)
     expected = np.quantile(-scores["loglik_reference"] / scores["units"], 0.5)
     got = q[(q.run_id == runs[0].spec.run_id) & (q.generation == 2)].value.item()
     assert got == pytest.approx(expected)

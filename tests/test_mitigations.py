@@ -11,6 +11,7 @@ from scipy import integrate, stats
 import bench
 from bench import mitigations as M
 from bench import results as R
+from bench import runfolder as RF
 from bench.api import run as api_run
 from bench.components import PolicyContext, VerifyContext
 from bench.spec import resolve
@@ -85,7 +86,7 @@ def test_best_of_2_self_through_the_harness(tmp_path):
         df = R.read_metrics(outcome.path).to_pandas()
         var = df[df.metric == "gaussian-var"].set_index("generation").value
         ratios.append(var[1] / var[0])
-        info = json.loads((outcome.path / "gens" / R.gen_name(1) / "info.json").read_text())
+        info = RF.generation_info(outcome.path, 1)
         assert info["candidates_drawn"] == 2 * n and info["synthetic_kept"] == n
         assert info["verifier_mean_kept"] > info["verifier_mean_drawn"]
     ratios = np.array(ratios)
@@ -147,7 +148,7 @@ def test_filter_threshold_through_the_harness(tmp_path):
     real = G.load_gaussian(bench.RealRequest(spec.params, 0))
     truth = stats.multivariate_normal(mean=np.zeros(2), cov=np.eye(2)).logpdf(real.train.data)
     for k in (1, 2, 3):
-        info = json.loads((outcome.path / "gens" / R.gen_name(k) / "info.json").read_text())
+        info = RF.generation_info(outcome.path, k)
         assert info["threshold"] == pytest.approx(np.quantile(truth, 0.5), rel=1e-9)
         assert info["candidates_drawn"] == P.filter_draws(0.5) * len(real.train)
         assert info["training_samples"] == len(real.train)
@@ -249,7 +250,7 @@ def test_the_docs_own_policy_example_runs_and_is_labelled(tmp_path):
     spec = resolve(b, "gaussian", "smoke", seed=0, generations=2, mitigation="typical:2,m0")
     outcome = Run(b, spec, tmp_path).execute()
     assert outcome.status == "complete" and M.label(b, spec) == "typical:2,m0"
-    info = json.loads((outcome.path / "gens" / R.gen_name(1) / "info.json").read_text())
+    info = RF.generation_info(outcome.path, 1)
     assert info["candidates_drawn"] == 2 * len(G.load_gaussian(bench.RealRequest(spec.params, 0)).train)
 
 

@@ -95,7 +95,7 @@ def run_json(folder):
 
 
 def info(folder, k):
-    return R.read_json(folder / R.GENS_DIR / R.gen_name(k) / "info.json")
+    return RF.generation_info(folder, k)
 
 
 def only_run(out):
@@ -126,7 +126,8 @@ def test_stop_fails_the_run_at_the_generation_naming_the_component(poison_bench,
     assert data["status"] == "failed" and data["generations_done"] == 2
     assert data["error"] == message
     assert data["nonfinite"]["generation"] == 2 and data["nonfinite"]["on_nonfinite"] == "stop"
-    assert not (folder / R.GENS_DIR / R.gen_name(2)).exists()  # the poisoned generation is not committed
+    # the poisoned generation is not committed, alone or in a chunk
+    assert R.finished_generations(folder) == 2 and not any(f <= 2 <= l for f, l, _ in R.all_units(folder))
     problems = validate([folder])
     assert len(problems) == 1 and "non-finite values at generation 2" in problems[0]
     assert "the run stopped there" in problems[0]

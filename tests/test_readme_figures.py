@@ -29,21 +29,27 @@ def figure_rows():
     return rows
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def command_results(tmp_path_factory):
-    """Runs a README command once (into its own folder) and returns its metrics."""
+    """Runs a README command once and returns its runs' metrics. Every command writes into one
+    results folder, so commands differing only in policy share generation 0 (its .gen0 cache)."""
+    from bench.runfolder import find_runs
+
+    out = tmp_path_factory.mktemp("readme")
     done = {}
 
     def get(command):
         if command not in done:
-            out = tmp_path_factory.mktemp("readme")
             args = shlex.split(command)
             assert args[:2] == ["bench", "run"]
+            before = set(find_runs([out]))
             try:
                 main(args[1:] + ["--out", str(out)])
             except SystemExit as exc:
                 assert exc.code in (0, None), command
-            done[command] = cb.metrics(out)
+            runs = sorted(set(find_runs([out])) - before)
+            assert runs, f"{command} made no run folder"
+            done[command] = cb.metrics(runs)
         return done[command]
 
     return get

@@ -21,6 +21,7 @@ from bench import report as RP
 from bench import results as R
 from bench.components import Samples
 from bench.errors import BenchError
+from tests.helpers import generation_frame
 
 INJECT = "<img src=x onerror=alert(1)>"
 INJECT_POLICY = "<script>alert(1)</script>|x $^$"
@@ -280,7 +281,7 @@ def test_lm_run_gets_figure1_and_hides_throughput(lm_run, tmp_path):
     assert P.is_lm_run(run)
     # the histogram's values: exp(-loglik_reference / units), computed here with pandas
     for k in (0, 1):
-        df = pd.read_parquet(lm_run / "gens" / R.gen_name(k) / "samples.parquet")
+        df = generation_frame(lm_run, k)
         expected = [math.exp(-ll / u) for ll, u in zip(df.loglik_reference, df.units)]
         assert P.reference_perplexities(run, k) == pytest.approx(expected)
     default = P.metric_names([run])
@@ -307,9 +308,12 @@ def test_image_grid_hook(tmp_path, vector_runs):
     assert (img[2, 2] == 255).all() and (img[2 + scale, 2 + scale] == 0).all()  # 0.5 max -> 255, 0.25 -> 0
     assert (img[2 + 3 * scale, 2 + 4 * scale + 2 + 3 * scale] == 0).all()  # NaN drawn as the minimum
     run = copy_run(R.find_runs([vector_runs])[0], tmp_path)
-    for k in range(R.finished_generations(run)):
-        table = R.samples_table(Samples("images", rng.random((6, 4, 4))), {})
-        R.write_parquet(run / "gens" / R.gen_name(k) / "samples.parquet", table)
+    for first, last, folder in R.units(run):
+        tables = [R.samples_table(Samples("images", rng.random((6, 4, 4))), {}) for _ in range(first, last + 1)]
+        if first < last:  # a chunk's file: a generation column first, the generations one after another
+            tables = [t.add_column(0, "generation", pa.array(np.full(6, k, dtype=np.int64)))
+                      for k, t in zip(range(first, last + 1), tables)]
+        R.write_parquet(folder / "samples.parquet", pa.concat_tables(tables))
     (page,) = RP.report([run], tmp_path / "rep", metrics=["gaussian-w2sq"])
     assert "images drawn by M_0" in page.read_text() and "images drawn by M_3" in page.read_text()
 
@@ -390,7 +394,7 @@ def test_lm_run_page_in_chromium_shows_prompts_and_figure1(lm_run, chromium, tmp
     v = df[(df.metric == "test-perplexity") & (df.generation == 1)].value.iloc[0]
     assert P.fmt(v) in dom.text
     for k in (0, 1):
-        row = pd.read_parquet(lm_run / "gens" / R.gen_name(k) / "samples.parquet").iloc[0]
+        row = generation_frame(lm_run, k).iloc[0]
         assert " ".join(row["column.prompt"].split()) in dom.text
         assert " ".join(row["column.text"].split()) in dom.text
         assert P.fmt(-row.loglik_reference / row.units) in dom.text

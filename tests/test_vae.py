@@ -8,6 +8,7 @@ import statistics
 from types import SimpleNamespace
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from bench import results as R
@@ -253,9 +254,16 @@ def test_image_grid_keeps_pixel_values_and_lays_out_a_square():
 
 
 def _fake_run(tmp_path, plugin, generation, images, grid_samples=9):
-    gen = tmp_path / R.GENS_DIR / R.gen_name(generation)
+    """A run folder holding generations 0..``generation`` as one chunk (generation 0: its own
+    folder), ``images`` drawn by the last of them and zeros by the others."""
+    tables = [R.samples_table(Samples("images", images if k == generation else np.zeros_like(images)), {})
+              for k in range(generation + 1)]
+    if generation > 0:
+        tables = [t.add_column(0, "generation", pa.array(np.full(t.num_rows, k, dtype=np.int64)))
+                  for k, t in enumerate(tables)]
+    gen = tmp_path / R.GENS_DIR / R.chunk_name(0, generation)
     gen.mkdir(parents=True)
-    R.write_parquet(gen / "samples.parquet", R.samples_table(Samples("images", images), {}))
+    R.write_parquet(gen / "samples.parquet", pa.concat_tables(tables))
     spec = SimpleNamespace(plugin=plugin, params={"grid_samples": grid_samples})
     return SimpleNamespace(path=tmp_path, spec=spec)
 

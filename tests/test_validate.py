@@ -16,6 +16,16 @@ from bench import results as R
 from bench.validate import check, validate
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_folder_per_generation():
+    """The damages below name files of gens/<k>/ (generation 1's samples, generation 2's state),
+    so this module pins the layout of one folder per generation (BENCH_COMMIT_EVERY=0) rather than
+    depend on how long a generation takes. tests/test_chunks.py checks validate on chunks."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("BENCH_COMMIT_EVERY", "0")
+        yield
+
+
 @pytest.fixture(scope="module")
 def clean(tmp_path_factory):
     """Two complete gmm runs (seeds 0 and 1, 2 generations) and the shared generation-0 cache."""
