@@ -47,7 +47,7 @@ GEN0_CACHE = ".gen0"
 HISTORY_BYTES = 256 * 2**20
 # Fast generations (each built in under bench.results.SLOW_GENERATION_S) are committed together,
 # as one chunk folder gens/<first>-<last>: at the latest after COMMIT_EVERY_S seconds of work,
-# CHUNK_GENERATIONS generations or CHUNK_BYTES of samples. A kill loses at most that much work;
+# CHUNK_GENERATIONS generations or CHUNK_BYTES of samples and states to write. A kill loses at most that much work;
 # any other stop (an error, Ctrl-C) commits what is finished first. Slow generations are each
 # committed on their own as soon as they are built.
 COMMIT_EVERY_S = 5.0
@@ -76,6 +76,10 @@ class GenerationResult:
     samples: Any  # the samples.parquet table (pyarrow.Table)
     info: dict[str, Any]
     seconds: float  # the time its fit, generation and measurement took
+
+
+def _state_bytes(state: Mapping[str, Any]) -> int:
+    return sum(getattr(v, "nbytes", 0) for v in state.values())
 
 
 def commit_every() -> float:
@@ -327,6 +331,7 @@ class Run:
         self._latest: GenerationResult | None = None  # the generation this process built last
         self._pending: list[GenerationResult] = []  # built, not yet committed (a chunk in the making)
         self._pending_since = 0.0  # time.monotonic() when the first pending generation was started
+        self._pending_bytes = 0  # their samples and the states the chunk will write
         self._last_rows: list[dict[str, Any]] = []  # the newest committed generation's rows
         self._pretrained = None
         self._progress = None  # the run's display while it executes: fits and draws report under it
@@ -457,14 +462,7 @@ class Run:
             while k < total:
                 built = self._generation(k, previous_state)
                 previous_state = built.state
-                if built.seconds >= R.SLOW_GENERATION_S or every == 0:
-                    self._commit()  # the fast ones before it, then this one alone
-                    self._pending.append(built)
-                    self._commit()
-                else:
-                    self._pending.append(built)
-                    if k == total - 1 or self._pending_full(every):
-                        self._commit()
+                self._hold(built, every, last=k == total - 1)
                 if progress is not None:
                     progress.update(k + 1)
                 k += 1
@@ -600,17 +598,32 @@ class Run:
             self.info.done = k + 1
             self.b.emit("bench_generation_finished", run=self.info, generation=k, metrics=self._rows.get(k, self._last_rows))
 
-    def _pending_full(self, every: float) -> bool:
-        """Whether the pending generations are to be committed now: COMMIT_EVERY_S (``every``)
-        seconds of work, CHUNK_GENERATIONS generations or CHUNK_BYTES of samples."""
-        if time.monotonic() - self._pending_since >= every or len(self._pending) >= CHUNK_GENERATIONS:
-            return True
-        return len(self._pending) * self._pending[-1].latest.samples.data.nbytes >= CHUNK_BYTES
+    def _hold(self, built: GenerationResult, every: float, last: bool) -> None:
+        """Add a built generation to the pending ones and commit as the chunk rules say
+        (COMMIT_EVERY_S = ``every``, CHUNK_GENERATIONS, CHUNK_BYTES). A slow generation (or
+        ``every`` 0) is committed alone, after the pending ones; so is a generation whose
+        samples have another schema than the pending ones' (one Parquet file holds one schema)."""
+        slow = built.seconds >= R.SLOW_GENERATION_S or every == 0
+        if self._pending and (slow or not built.samples.schema.equals(self._pending[-1].samples.schema,
+                                                                      check_metadata=True)):
+            self._commit()
+            self._pending_since = time.monotonic() - built.seconds
+        if self._pending and self._pruned(self._pending[-1].generation):
+            before = self._pending[-1]  # no longer the chunk's last: its state is not written
+            self._pending_bytes -= _state_bytes(before.state)
+            before.state = {}
+        self._pending.append(built)
+        samples = built.latest.samples
+        self._pending_bytes += samples.data.nbytes + 24 * len(samples) + _state_bytes(built.state)  # + 3 scores
+        if slow or last or time.monotonic() - self._pending_since >= every \
+                or len(self._pending) >= CHUNK_GENERATIONS or self._pending_bytes >= CHUNK_BYTES:
+            self._commit()
 
     def _commit(self) -> None:
         """Write the pending generations (one folder, or a chunk ``gens/<first>-<last>`` of
         several) to a temporary folder and rename it into place."""
         pending, self._pending = self._pending, []
+        self._pending_bytes = 0
         if not pending:
             return
         first, last = pending[0].generation, pending[-1].generation

@@ -385,3 +385,37 @@ def test_an_old_layout_run_extends_with_chunks_to_the_uninterrupted_results(tmp_
     assert R.read_json(old / R.RUN_JSON)["schema_version"] == 2
     assert_same(contents(old), whole)
     assert validate([old]) == []
+
+
+def test_samples_of_another_schema_start_a_new_chunk(tmp_path, monkeypatch):
+    """One Parquet file holds one schema: a generation whose samples carry another extra column
+    than the pending ones' is committed after them, in a chunk of its own; every generation
+    reads back with exactly its own columns."""
+    from bench.components import Samples
+    from collapse_bench_plugins import gmm
+
+    b = Bench()
+    generator = b.generators.get("gmm-sample")
+
+    def generate(request):
+        samples = gmm.generate(request)
+        if 3 <= request.generation <= 5:  # generations 3..5 tag their samples
+            return Samples(samples.kind, samples.data, {"tag": [f"g{request.generation}"] * len(samples)})
+        return samples
+
+    object.__setattr__(generator, "generate", generate)  # a frozen component of this test's own Bench
+    run = run_gmm(tmp_path, bench=b)
+    assert layout(run) == [(0, 0), (1, 2), (3, 5), (6, 9), (10, 10)]
+    for k in range(GENERATIONS + 1):
+        samples, _ = RF.generation_samples(run, k)
+        assert samples.columns == ({"tag": [f"g{k}"] * len(samples)} if 3 <= k <= 5 else {})
+
+
+def test_a_chunk_holds_no_more_than_chunk_bytes(tmp_path, monkeypatch):
+    """CHUNK_BYTES bounds what a run holds in memory: samples (with their three scores) and the
+    states a chunk writes. A gmm smoke generation holds 50 2-D samples (800 bytes, 1,200 with
+    scores) and its state (14 floats, 112 bytes, dropped once a later one is held): 2,112,
+    4,224, then 6,224 >= 5,000 bytes commit three generations at a time."""
+    monkeypatch.setattr(L, "CHUNK_BYTES", 5_000)
+    run = run_gmm(tmp_path)
+    assert layout(run) == [(0, 0), (1, 3), (4, 6), (7, 9), (10, 10)]
