@@ -157,10 +157,17 @@ def mixture_logpdf(state, x) -> np.ndarray:
         raise ValueError(f"expected samples of shape (n, {m.shape[1]}), got {x.shape}")
     d = m.shape[1]
     chol_inv, logdet = _factor(s)
-    z = _whiten(chol_inv, x[None, :, :] - m[:, None, :])  # (K, n, d)
+    if d == 2:  # the d = 2 case of the lines below, one coordinate at a time: the same operations
+        d0, d1 = x[:, 0] - m[:, 0, None], x[:, 1] - m[:, 1, None]  # (K, n)
+        z0 = chol_inv[:, 0, 0, None] * d0 + chol_inv[:, 0, 1, None] * d1
+        z1 = chol_inv[:, 1, 0, None] * d0 + chol_inv[:, 1, 1, None] * d1
+        square = z0 * z0 + z1 * z1
+    else:
+        z = _whiten(chol_inv, x[None, :, :] - m[:, None, :])  # (K, n, d)
+        square = (z**2).sum(axis=2)
     with np.errstate(divide="ignore"):
         logw = np.log(w)
-    comp = logw[:, None] - 0.5 * ((z**2).sum(axis=2) + logdet[:, None] + d * math.log(2.0 * math.pi))
+    comp = logw[:, None] - 0.5 * (square + logdet[:, None] + d * math.log(2.0 * math.pi))
     top = comp.max(axis=0)
     top = np.where(np.isfinite(top), top, 0.0)
     return top + np.log(np.exp(comp - top).sum(axis=0))
