@@ -84,7 +84,7 @@ def _state_bytes(state: Mapping[str, Any]) -> int:
 
 def commit_every() -> float:
     """Seconds of work the loop may hold in memory before committing (BENCH_COMMIT_EVERY, default
-    COMMIT_EVERY_S; 0: every generation in its own folder, as before version 0.x)."""
+    COMMIT_EVERY_S; 0: every generation in its own folder, the layout of run.json schema_version 1)."""
     text = os.environ.get("BENCH_COMMIT_EVERY", "").strip()
     if not text:
         return COMMIT_EVERY_S
@@ -628,14 +628,14 @@ class Run:
             return
         first, last = pending[0].generation, pending[-1].generation
         parent = self.path / R.GENS_DIR
-        tmp = self._write_unit(parent, pending, R.chunk_name(first, last))
-        sync = sum(g.seconds for g in pending) >= R.SLOW_GENERATION_S
+        sync = sum(g.seconds for g in pending) >= R.SLOW_GENERATION_S  # a fast one costs less to redo than to flush
+        tmp = self._write_unit(parent, pending, R.chunk_name(first, last), sync)
         R.fsync_dir(tmp, sync)
         os.replace(tmp, parent / R.chunk_name(first, last))
         R.fsync_dir(parent, sync)
         self._after_commit([g.generation for g in pending])
 
-    def _write_unit(self, parent: Path, built: list[GenerationResult], name: str) -> Path:
+    def _write_unit(self, parent: Path, built: list[GenerationResult], name: str, sync: bool) -> Path:
         """The files of generations ``built`` in a new temporary folder of ``parent``: one
         generation's folder, or a chunk's (module docstring of bench.results)."""
         # unique per process and thread: chains of a group build their generation 0 side by side
@@ -644,7 +644,6 @@ class Run:
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
-        sync = sum(g.seconds for g in built) >= R.SLOW_GENERATION_S  # a fast one costs less to redo than to flush
         last = built[-1]
         try:
             R.write_state(tmp / RF.STATE_FILE, last.state, atomic=False, sync=sync)
@@ -822,8 +821,8 @@ class Run:
             _clean_cache_tmp(cache_root, cache.name)
             if not cache.is_dir():
                 built = self._build_generation(0, self.real.train, self._initial_state(), None)
-                folder = self._write_unit(cache_root, [built], cache.name)
                 sync = built.seconds >= R.SLOW_GENERATION_S
+                folder = self._write_unit(cache_root, [built], cache.name, sync)
                 R.fsync_dir(folder, sync)
                 os.replace(folder, cache)
                 R.fsync_dir(cache_root, sync)

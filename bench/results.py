@@ -34,6 +34,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -284,14 +285,42 @@ def samples_table(samples: Samples, scores: Mapping[str, np.ndarray]) -> pa.Tabl
     return pa.Table.from_arrays(list(columns.values()), names=list(columns)).replace_schema_metadata(meta)
 
 
+def rows_of(table: pa.Table, generation: int | None) -> pa.Table:
+    """The rows of generation ``generation`` of a chunk's table (one with a ``generation``
+    column); any other table (or ``generation`` None) as it is."""
+    if generation is None or "generation" not in table.column_names:
+        return table
+    import pyarrow.compute as pc
+
+    return table.filter(pc.equal(table.column("generation"), generation))
+
+
+_LAST_READ: dict[tuple, pa.Table] = {}
+_LAST_READ_LOCK = threading.Lock()
+
+
+def read_table(path: Path, generation: int | None = None) -> pa.Table:
+    """A samples or metrics file as a table; with ``generation``, its rows of that generation
+    (:func:`rows_of`). The four newest files read with ``generation`` are kept while they are
+    unchanged on disk, so reading a chunk's generations one by one reads its files once."""
+    if generation is None:
+        return pq.read_table(path)
+    st = os.stat(path)
+    key = (str(path), st.st_mtime_ns, st.st_size, st.st_ino)
+    table = _LAST_READ.get(key)
+    if table is None:
+        table = pq.read_table(path)
+        with _LAST_READ_LOCK:  # chains of a group read in threads
+            while len(_LAST_READ) >= 4:  # a chunk's samples and metrics, read in turn
+                _LAST_READ.pop(next(iter(_LAST_READ)), None)
+            _LAST_READ[key] = table
+    return rows_of(table, generation)
+
+
 def read_samples(path: Path, generation: int | None = None) -> tuple[Samples, dict[str, np.ndarray]]:
     """Samples and their score columns from a samples.parquet file; of a chunk's file (with a
     ``generation`` column), those drawn by M_``generation``."""
-    table = pq.read_table(path)
-    if generation is not None and "generation" in table.column_names:
-        import pyarrow.compute as pc
-
-        table = table.filter(pc.equal(table.column("generation"), generation))
+    table = read_table(path, generation)
     meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
     kind = meta["collapse_bench.kind"]
     shape = json.loads(meta["collapse_bench.shape"])
@@ -316,11 +345,9 @@ def read_samples(path: Path, generation: int | None = None) -> tuple[Samples, di
 def read_sample_row(path: Path, index: int, generation: int | None = None) -> dict[str, Any]:
     """One row of a samples.parquet file as a dict (reads the file's columns, then one row); of
     a chunk's file, of the samples drawn by M_``generation``."""
-    table = pq.read_table(path)
-    if generation is not None and "generation" in table.column_names:
-        import pyarrow.compute as pc
-
-        table = table.filter(pc.equal(table.column("generation"), generation)).drop_columns(["generation"])
+    table = read_table(path, generation)
+    if "generation" in table.column_names:
+        table = table.drop_columns(["generation"])
     if not 0 <= index < table.num_rows:
         raise BenchError(f"sample {index} does not exist: {path} holds samples 0..{table.num_rows - 1}")
     return table.slice(index, 1).to_pylist()[0]
@@ -388,7 +415,11 @@ def units(run_dir: Path) -> list[tuple[int, int, Path]]:
 
 
 def unit_of(run_dir: Path, k: int) -> tuple[int, int, Path] | None:
-    """The committed folder holding generation k (first, last, path), or None."""
+    """The committed folder holding generation k (first, last, path), or None. A folder of its
+    own is found without listing gens/ (readers ask for every generation of a run in turn)."""
+    own = Path(run_dir) / GENS_DIR / gen_name(k)
+    if own.is_dir():
+        return k, k, own
     for first, last, path in units(run_dir):
         if first <= k <= last:
             return first, last, path

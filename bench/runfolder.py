@@ -785,10 +785,10 @@ def read_sample_row(path: Path, index: int) -> dict[str, Any]:
     return row
 
 
-def read_gen_rows(path: Path) -> list[dict[str, Any]]:
-    """A generation's metric rows (GEN_METRICS_SCHEMA) as dicts; a BenchError naming a damaged
-    file or one with other columns."""
-    table = read_file(path, "metrics", pq.read_table)
+def read_gen_rows(path: Path, generation: int | None = None) -> list[dict[str, Any]]:
+    """A generation's metric rows (GEN_METRICS_SCHEMA) as dicts (of a chunk's file, those of
+    ``generation``); a BenchError naming a damaged file or one with other columns."""
+    table = read_file(path, "metrics", lambda p: R.read_table(p, generation))
     problems = check_metrics_schema(table.schema, R.GEN_METRICS_SCHEMA)
     if problems:
         raise BenchError(f"{path}: damaged metrics ({problems[0]})")
@@ -835,14 +835,11 @@ def generation_table(run_dir: Path, k: int, columns: Sequence[str]) -> pa.Table:
     chunk's file holds several generations); pyarrow's errors for a damaged file pass through."""
     first, last, folder = generation_unit(run_dir, k)
     path = folder / SAMPLES_FILE
-    names = pq.read_schema(path).names
-    wanted = [c for c in columns if c in names]
     if first == last:
-        return pq.read_table(path, columns=wanted)
-    import pyarrow.compute as pc
-
-    table = pq.read_table(path, columns=wanted + ["generation"])
-    return table.filter(pc.equal(table.column("generation"), k)).select(wanted)
+        names = pq.read_schema(path).names
+        return pq.read_table(path, columns=[c for c in columns if c in names])
+    table = R.read_table(path, k)
+    return table.select([c for c in columns if c in table.column_names])
 
 
 def state_file(run_dir: Path, k: int) -> tuple[Path, str | None]:
@@ -896,8 +893,7 @@ def generation_info(run_dir: Path, k: int) -> dict[str, Any]:
 def generation_rows(run_dir: Path, k: int) -> list[dict[str, Any]]:
     """Generation k's metric rows (GEN_METRICS_SCHEMA) as dicts."""
     first, last, folder = generation_unit(run_dir, k)
-    rows = read_gen_rows(folder / R.METRICS_FILE)
-    return rows if first == last else [r for r in rows if r["generation"] == k]
+    return read_gen_rows(folder / R.METRICS_FILE, None if first == last else k)
 
 
 def read_metrics(run_dir: Path, validate: bool = True) -> pa.Table:

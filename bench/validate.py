@@ -31,7 +31,6 @@ IDENTITY_KEYS, TRACK_KEYS = RF.IDENTITY_KEYS, RF.TRACK_TYPES
 RUN_FILES = set(RF.RUN_ENTRIES)  # a model plugin adds its own entries (ModelBundle.files)
 GEN_FILES = set(RF.GEN_ENTRIES)
 SAMPLE_COLUMNS = RF.SAMPLE_COLUMNS
-_GEN_DIR = re.compile(r"\d{6,}(-\d{6,})?")
 _TMP = re.compile(r"\..*\.tmp")
 _NONFINITE_WHAT = {
     "failed": "the run stopped there; fix the component and run again, or go on with --on-nonfinite record",
@@ -227,7 +226,7 @@ def _unexpected(folder: Path, allowed: set[str], what: str) -> list[str]:
         if _TMP.fullmatch(name):
             out.append(f"{folder / name}: leftover temporary file of a killed write (`bench run` of the same "
                        "spec and --out removes it)")
-        elif not (folder.name == R.GENS_DIR and _GEN_DIR.fullmatch(name)):
+        elif not (folder.name == R.GENS_DIR and R.parse_unit(name) is not None):
             out.append(f"{folder / name}: unexpected in a {what}")
     return out
 

@@ -136,17 +136,22 @@ def _factor(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return _cached("factor", (s,), compute)
 
 
-def _whiten(chol_inv: np.ndarray, diff: np.ndarray) -> np.ndarray:
-    """chol_inv_k @ diff_kn for every component k and sample n: (K, n, d). For d <= 2 written out
-    term by term, which gives einsum's values bit for bit (tests/test_gmm.py checks) at a seventh
-    of its time; einsum for larger d."""
-    d = diff.shape[2]
+def _squared_norms(chol_inv: np.ndarray, x: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """|chol_inv_k (x_n - m_k)|^2 for every component k and sample n: (K, n). For d <= 2 written
+    out one coordinate at a time, which gives einsum's values bit for bit (tests/test_gmm.py
+    checks) in a seventh of its time; einsum for larger d."""
+    d = m.shape[1]
     if d > 2:
-        return np.einsum("kij,knj->kni", chol_inv, diff)
-    z = chol_inv[:, None, :, 0] * diff[:, :, None, 0]
-    if d == 2:
-        z = z + chol_inv[:, None, :, 1] * diff[:, :, None, 1]
-    return z
+        z = np.einsum("kij,knj->kni", chol_inv, x[None, :, :] - m[:, None, :])  # (K, n, d)
+        return (z**2).sum(axis=2)
+    diffs = [x[:, j] - m[:, j, None] for j in range(d)]  # (K, n) each
+    square = None
+    for i in range(d):
+        z = chol_inv[:, i, 0, None] * diffs[0]
+        for j in range(1, d):
+            z = z + chol_inv[:, i, j, None] * diffs[j]
+        square = z * z if square is None else square + z * z
+    return square
 
 
 def mixture_logpdf(state, x) -> np.ndarray:
@@ -157,14 +162,7 @@ def mixture_logpdf(state, x) -> np.ndarray:
         raise ValueError(f"expected samples of shape (n, {m.shape[1]}), got {x.shape}")
     d = m.shape[1]
     chol_inv, logdet = _factor(s)
-    if d == 2:  # the d = 2 case of the lines below, one coordinate at a time: the same operations
-        d0, d1 = x[:, 0] - m[:, 0, None], x[:, 1] - m[:, 1, None]  # (K, n)
-        z0 = chol_inv[:, 0, 0, None] * d0 + chol_inv[:, 0, 1, None] * d1
-        z1 = chol_inv[:, 1, 0, None] * d0 + chol_inv[:, 1, 1, None] * d1
-        square = z0 * z0 + z1 * z1
-    else:
-        z = _whiten(chol_inv, x[None, :, :] - m[:, None, :])  # (K, n, d)
-        square = (z**2).sum(axis=2)
+    square = _squared_norms(chol_inv, x, m)
     with np.errstate(divide="ignore"):
         logw = np.log(w)
     comp = logw[:, None] - 0.5 * (square + logdet[:, None] + d * math.log(2.0 * math.pi))
