@@ -229,6 +229,38 @@ class Headline:
 
 
 @dataclass(frozen=True)
+class Reference:
+    """A figure a paper reports for a metric under a preset, drawn as a labelled mark on plots,
+    reports and leaderboard pages of runs that reproduce that experiment.
+
+    ``metric`` is a metric row (``vae-latent-spread/all``) or a metric name covering all its rows
+    (``gmm-std``). ``generation`` is where the paper reports it (None: a level for every
+    generation); ``high`` makes it a range ``value``..``high``. ``label`` says what it is and
+    where it comes from, in a few words ("paper: notebook, std at start").
+    """
+
+    metric: str
+    value: float
+    generation: int | None = None
+    high: float | None = None
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        import math
+
+        if not math.isfinite(self.value) or (self.high is not None and not self.high >= self.value):
+            raise ValueError(f"reference {self.metric!r}: value must be finite and high >= value")
+
+    def covers(self, row: str) -> bool:
+        """Whether this reference belongs on the plot of metric row ``row``."""
+        return row == self.metric or row.split("/", 1)[0] == self.metric
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"metric": self.metric, "value": self.value, "generation": self.generation,
+                "high": self.high, "label": self.label}
+
+
+@dataclass(frozen=True)
 class ModelBundle:
     """What ``--plugin NAME`` selects: the real-data source, default components, metrics, presets.
 
@@ -248,6 +280,9 @@ class ModelBundle:
     ``files`` declares the entries the plugin writes into a run folder besides the harness's
     own, name -> what it is (``{"grids": "a PNG grid of samples per generation"}``);
     ``bench validate`` accepts these and fails any other.
+    ``references`` maps a preset name to the paper's figures for it (:class:`Reference`); they
+    are drawn on plots, reports and leaderboard pages of runs of that preset whose parameters and
+    policy are the preset's own (:func:`bench.references.for_spec`).
     """
 
     name: str
@@ -268,6 +303,7 @@ class ModelBundle:
     provides: "Callable[[Params], Collection[str]] | Collection[str]" = ()
     headline: "Headline | None" = None
     files: Mapping[str, str] = field(default_factory=dict)
+    references: Mapping[str, Sequence[Reference]] = field(default_factory=dict)
 
     def features(self, params: Params) -> frozenset[str]:
         """What this bundle's data source offers for these params (see :data:`FEATURES`)."""

@@ -706,6 +706,14 @@ METRICS = ("vae-latent-spread", "vae-latent-mean", "test-perplexity", "perplexit
            "frechet-distance", "vendi-score", "feature-logdet-diff")
 
 
+# The paper's probe (PROTOCOLS.md section 3): the std of the latent means of 100 generated images
+# under the original encoder (torch's mu.std(), our row "all") over the first 5 generations.
+REFERENCES = {
+    "paper": tuple(bench.Reference("vae-latent-spread/all", value, generation=k, label="paper's probe")
+                   for k, value in enumerate((0.674, 0.608, 0.527, 0.468, 0.433))),
+}
+
+
 @bench.hookimpl
 def bench_register_models(register) -> None:
     register(
@@ -721,6 +729,7 @@ def bench_register_models(register) -> None:
                                  "perplexity-drift", "oos-mass"),
             params={**PARAMS, **IMAGE_METRIC_PARAMS},
             presets=PRESETS,
+            references=REFERENCES,
             default_preset="smoke",
             description="convolutional VAE retrained from scratch on its own decoded samples "
             "(Shumailov et al. 2024, MNIST experiment)",
