@@ -2,6 +2,7 @@
 
 >>> import bench.api as cb
 >>> runs = cb.run("gmm", preset="smoke", seeds="0-1", policy="mix:0.1")   # doctest: +SKIP
+>>> print(cb.summary(runs))                                               # doctest: +SKIP
 >>> cb.metrics(runs).query("metric == 'gmm-l2'")                          # doctest: +SKIP
 """
 
@@ -121,6 +122,24 @@ def execute(b: Bench, run_specs: Iterable[Spec], out: Path, keep_states: str = D
                 outcomes.append(Run(b, group[0], out, keep_states=keep_states,
                                     on_nonfinite=on_nonfinite).execute(p))
     return outcomes
+
+
+def summary(runs: Iterable[RunOutcome | str | Path] | RunOutcome | str | Path, bench: Bench | None = None) -> str:
+    """What ``bench run`` prints at its end, for outcomes or run folders (a folder of runs works
+    too): per run (past five, per setting: the mean over seeds) the main metrics at generation 0
+    and at the last generation, beside the paper's figures where the run reproduces a paper
+    experiment. ``print(cb.summary(runs))``."""
+    from bench import summary as S
+
+    if isinstance(runs, (RunOutcome, str, Path)):
+        runs = [runs]
+    found: list[tuple[Path, str | None, str | None]] = []
+    for r in runs:
+        if isinstance(r, RunOutcome):
+            found.append((r.path, r.status, r.error))
+        else:
+            found += [(p, None, None) for p in R.find_runs([Path(r)])]
+    return "\n".join(S.end_lines(bench or Bench(), found))
 
 
 def metrics(runs: Iterable[RunOutcome | str | Path] | RunOutcome | str | Path):

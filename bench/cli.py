@@ -103,17 +103,18 @@ def run(plugin, preset, generations, seeds, policy, mitigation, start, sets, met
     """
     from contextlib import ExitStack
 
-    from bench import api
-    from bench.options import RunOptions
+    from bench import api, summary
+    from bench.options import RunOptions, load_config
     from bench.progress import count_and_names
     from bench.spec import parse_assignments
 
     ctx = click.get_current_context()
-    options = RunOptions.parse(
-        {"plugin": plugin, "preset": preset, "generations": generations, "seeds": seeds, "policy": policy,
-         "mitigation": mitigation, "start": start, "set": parse_assignments(sets), "metrics": list(metrics) or None,
-         "out": out, "keep_states": keep_states, "threads": threads, "on_nonfinite": on_nonfinite},
-        config=config, plugin_options=_plugin_choices(ctx, plugin_values))
+    values = {"plugin": plugin, "preset": preset, "generations": generations, "seeds": seeds, "policy": policy,
+              "mitigation": mitigation, "start": start, "set": parse_assignments(sets),
+              "metrics": list(metrics) or None, "out": out, "keep_states": keep_states, "threads": threads,
+              "on_nonfinite": on_nonfinite}
+    plugin_choices = _plugin_choices(ctx, plugin_values)
+    options = RunOptions.parse(values, config=config, plugin_options=plugin_choices)
     b = _bench(ctx)
     if dry_run:  # resolved and checked by the model as the run would be; warnings on stderr
         for spec in options.specs(b, warn=lambda message: click.echo(f"Warning: {message}", err=True)):
@@ -121,6 +122,11 @@ def run(plugin, preset, generations, seeds, policy, mitigation, start, sets, met
                                    "spec": spec.to_dict()}, indent=2))
         return
     specs = options.specs(b)
+    # Said at once, before any model or data loads: what runs, and which choices were defaults.
+    given = {key for key, value in values.items() if value not in (None, {}, [])}
+    given |= {"seeds" if key == "seed" else key for key in (load_config(config) if config else {})}
+    click.echo(summary.start_line(options, specs, given))
+    before = summary.on_disk(options.out, specs)
     after: list[str] = []
     with ExitStack() as stack:  # what plugins' options do around the runs (--tensorboard: log them)
         finishers = [stack.enter_context(option.around(value))
@@ -130,9 +136,12 @@ def run(plugin, preset, generations, seeds, policy, mitigation, start, sets, met
         for finish in finishers:
             if finish is not None:
                 after += finish(outcomes)
+    for line in summary.end_lines(b, [(o.path, o.status, o.error) for o in outcomes], before):
+        click.echo(line)
     click.echo(f"Results: {options.out}/ ({count_and_names([s.folder_name for s in specs], 'run')})")
-    click.echo(f"Read them with: python -c \"import bench.api as cb; print(cb.metrics('{options.out}'))\"")
     for line in after:
+        click.echo(line)
+    for line in summary.next_steps(options.out, [options.out / o.path.name for o in outcomes]):
         click.echo(line)
 
 
@@ -207,18 +216,119 @@ def sweep(file, executor, workers, threads, threads_per_worker, out, keep_states
         sys.exit(1)
 
 
-@cli.command()
-@click.argument("run_folder", type=click.Path(file_okay=False))
-@click.option("--prompt", "-n", "index", type=int, default=0, show_default=True,
-              help="Which sample (for text: which prompt) to follow across generations.")
-def show(run_folder, index):
-    """Print one sample across generations: for text, a prompt's continuation as the model drifts."""
-    from bench import results as R
-    from bench.runfolder import generation_sample_row, read_run_json
+# `bench show` of a numeric run lists every generation up to this many, else every 2nd, 5th, 10th, ...
+SHOW_ROWS = 61
 
-    run_dir = Path(run_folder)
+
+def _results_or_default(paths: tuple[str, ...], example: str) -> list[str]:
+    """The paths given, or results/ when none were: a missing results/ is a message, not a traceback."""
+    if paths:
+        return list(paths)
+    from bench.options import DEFAULT_OUT
+
+    if not Path(DEFAULT_OUT).is_dir():
+        raise BenchError(f"no RUN given and no {DEFAULT_OUT}/ folder here: give run folders or a folder of runs "
+                         f"(`{example}`), or run `bench run` first (it writes {DEFAULT_OUT}/)")
+    return [str(DEFAULT_OUT)]
+
+
+def _newest_run() -> Path:
+    """The run folder under results/ whose run.json changed last (`bench show` without RUN)."""
+    from bench import results as R
+    from bench.options import DEFAULT_OUT
+    from bench.runfolder import find_runs
+
+    folders = find_runs([DEFAULT_OUT])
+    if not folders:
+        raise BenchError(f"no RUN given and no run folder under {DEFAULT_OUT}/: give a run folder "
+                         f"(`bench show results/<run>`), or run `bench run` first")
+    return max(folders, key=lambda f: ((f / R.RUN_JSON).stat().st_mtime_ns, f.name))
+
+
+def _numbers(values, limit: int = 4) -> str:
+    shown = ", ".join(f"{v:.3g}" for v in values[:limit])
+    return f"[{shown}{', ...' if len(values) > limit else ''}]"
+
+
+def _sample_summary(samples, scores) -> tuple[str, ...]:
+    """One generation's samples in a few numbers: (what they hold, their spread, the mean per-unit
+    NLL under M_0). Vectors: mean and std of each dimension (the first four); categories: the
+    distinct values and the most frequent one's share; images: mean and std of the pixels."""
+    import numpy as np
+
+    data = np.asarray(samples.data)
+    if samples.kind == "categorical":
+        values, counts = np.unique(data.reshape(-1), return_counts=True)
+        top = int(np.argmax(counts))
+        described = (str(len(values)), f"{values[top]} ({counts[top] / counts.sum():.0%})")
+    elif samples.kind == "images":
+        described = (f"pixel mean {data.mean():.3g}", f"std {data.std():.3g}")
+    else:
+        flat = data.reshape(len(data), -1).astype(float)
+        described = (_numbers(flat.mean(axis=0)), _numbers(flat.std(axis=0)))
+    nll = ""
+    if "loglik_reference" in scores and "units" in scores:
+        per_unit = -np.asarray(scores["loglik_reference"], dtype=float) / np.asarray(scores["units"], dtype=float)
+        nll = f"{np.mean(per_unit):.3f}"
+    return (*described, nll)
+
+
+def _show_numeric(run_dir: Path, done: int, index: int | None) -> None:
+    """`bench show` of vectors, categories and images: what each generation drew, summarised. The
+    samples of two generations are independent draws, so no one sample is followed across them."""
+    from bench.runfolder import generation_sample_row, generation_samples
+
+    step = next(s for s in (m * 10 ** e for e in range(12) for m in (1, 2, 5)) if (done - 1) // s < SHOW_ROWS)
+    shown = sorted({*range(0, done, step), done - 1})
+    samples, _ = generation_samples(run_dir, 0)
+    what = {"categorical": ("distinct values", "most frequent (share)"), "images": ("pixels", "")}.get(
+        samples.kind, ("mean per dimension", "std per dimension"))
+    every = f" (generations 0, {step}, {2 * step}, ... of {done})" if step > 1 else ""
+    click.echo(f"The {len(samples)} samples each generation drew (S_{{k+1}}, drawn by M_k): {what[0]}"
+               f"{', ' + what[1] if what[1] else ''}, and their mean per-unit NLL under M_0{every}.")
+    if samples.kind == "images":
+        click.echo(f"Each generation's images: {run_dir / 'grids'}/gen-<k>.png, where the plugin draws them.")
+    rows = [("generation", *(("distinct", "most frequent") if samples.kind == "categorical" else
+                             ("mean", "std")), "NLL under M_0")]
+    for k in shown:
+        rows.append((str(k), *_sample_summary(*generation_samples(run_dir, k))))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    click.echo("")
+    for r in rows:
+        click.echo("  ".join(c.rjust(widths[0]) if i == 0 else c.ljust(widths[i]) for i, c in enumerate(r)).rstrip())
+    if index is None:
+        click.echo("\nSamples of different generations are independent draws: --prompt N prints sample N of each.")
+        return
+    click.echo(f"\nsample {index} of each generation (independent draws, not one sample followed):")
+    for k in shown:
+        row = generation_sample_row(run_dir, k, index)
+        score, units = row.get("loglik_reference"), row.get("units") or 1
+        numbers = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (score, units))
+        extra = f"  [per-unit NLL under M_0: {-score / units:.3f}]" if numbers else ""
+        click.echo(f"generation {k} (drawn by M_{k}){extra}: {row['sample']}")
+
+
+@cli.command()
+@click.argument("run_folder", metavar="[RUN]", required=False, type=click.Path(file_okay=False))
+@click.option("--prompt", "-n", "index", type=int, default=None,
+              help="Text: which prompt to follow across generations (default 0). Vectors, categories, "
+                   "images: also print sample N of each generation.")
+def show(run_folder, index):
+    """Print what a run drew, generation by generation: for text, one prompt's continuation as the
+    model drifts; for vectors, categories and images, each generation's samples summarised (mean
+    and std per dimension, distinct values, pixel mean and std).
+
+    Without RUN, the most recently modified run under results/."""
+    from bench import results as R
+    from bench.runfolder import generation_sample_row, generation_samples, read_run_json
+
+    if run_folder is None:
+        run_dir = _newest_run()
+        click.echo(f"(no RUN given: {run_dir}, the most recently modified run under {run_dir.parent}/)")
+    else:
+        run_dir = Path(run_folder)
     if not (run_dir / R.RUN_JSON).is_file():
-        raise BenchError(f"{run_dir} is not a run folder (it has no run.json); `ls results/` lists runs")
+        raise BenchError(f"{run_dir} is not a run folder (it has no run.json); `bench runs` lists runs")
     info = read_run_json(run_dir)
     done = R.finished_generations(run_dir)
     if done == 0:
@@ -226,6 +336,10 @@ def show(run_folder, index):
     spec = info.spec
     click.echo(f"{run_dir.name}: {spec['plugin']} {spec['preset']}, policy {info.policy_label}, "
                f"seed {spec['seed']}, {done} generation(s)")
+    if generation_samples(run_dir, 0)[0].kind != "tokens":
+        _show_numeric(run_dir, done, index)
+        return
+    index = 0 if index is None else index
     for k in range(done):
         row = generation_sample_row(run_dir, k, index)
         if k == 0 and row.get("column.prompt") is not None:
@@ -291,33 +405,39 @@ def rescore(runs_, metrics):
 
 
 @cli.command()
-@click.argument("runs_", metavar="RUN...", nargs=-1, required=True, type=click.Path())
+@click.argument("runs_", metavar="[RUN]...", nargs=-1, type=click.Path())
 @click.option("--out", "-o", default="plots", show_default=True, help="Folder for the PNG files.")
 @click.option("--metric", "metrics", multiple=True, help="Only these metrics (repeatable; 'throughput' adds those rows).")
 def plot(runs_, out, metrics):
     """Draw metric trajectories over generations with seed bands, and for language models the
-    paper's Figure 1 (histograms of generated-data perplexity under M_0, test perplexity per setting)."""
+    paper's Figure 1 (histograms of generated-data perplexity under M_0, test perplexity per setting).
+
+    RUN: run folders or folders of runs (default results/)."""
     from bench.plots import plot as do_plot
 
     from bench.progress import count_and_names
 
+    runs_ = _results_or_default(runs_, "bench plot results/gmm-*")
     files = do_plot(runs_, out, metrics=list(metrics) or None)
     folders = sorted({f.parent.name for f in files})
     click.echo(f"Wrote {len(files)} plot(s) under {out}/ in {count_and_names(folders, 'folder')}")
 
 
 @cli.command()
-@click.argument("runs_", metavar="RUN...", nargs=-1, required=True, type=click.Path())
+@click.argument("runs_", metavar="[RUN]...", nargs=-1, type=click.Path())
 @click.option("--out", "-o", default="reports", show_default=True, help="Folder for the HTML pages.")
 @click.option("--per", type=click.Choice(["run", "track"]), default="run", show_default=True,
               help="One page per run, or per track (all its entries and seeds).")
 @click.option("--metric", "metrics", multiple=True, help="Only these metrics (repeatable).")
 def report(runs_, out, per, metrics):
-    """Write self-contained HTML pages: spec, metric tables, plots, and sample text or images."""
+    """Write self-contained HTML pages: spec, metric tables, plots, and sample text or images.
+
+    RUN: run folders or folders of runs (default results/)."""
     from bench.report import report as do_report
 
     from bench.progress import count_and_names
 
+    runs_ = _results_or_default(runs_, "bench report results/gmm-*")
     files = do_report(runs_, out, per=per, metrics=list(metrics) or None)
     if len(files) <= 5:
         click.echo(f"Wrote {len(files)} report(s):")
@@ -330,7 +450,8 @@ def report(runs_, out, per, metrics):
 @cli.command()
 @click.argument("results", nargs=-1, type=click.Path())
 @click.option("--track", help="Only this track: its name (gmm/smoke) or id.")
-@click.option("--out", "-o", default="leaderboards", show_default=True, help="Folder for the tables.")
+@click.option("--out", "-o", help="Folder for the tables (default: leaderboards/ inside the first RESULTS folder, "
+              "e.g. results/leaderboards/).")
 @click.option("--suite", is_flag=True,
               help="Also write the suite table (mitigations x tracks): suite.md, .html, .csv, .json, .png.")
 @click.option("--headline", "headline_metric", metavar="METRIC",
@@ -381,14 +502,55 @@ def validate(results):
         sys.exit(1)
 
 
+# Hooks every plugin may implement to register components or options; `bench plugins` lists the
+# others a plugin implements (the run events), which are what a plugin like tensorboard adds.
+_REGISTRATION_HOOKS = ("bench_register_", "bench_cli_options")
+
+
+def _plugin_additions(b, name: str) -> dict:
+    """What plugin ``name`` adds besides its registrations: the presets of its models (and the
+    default), the options it adds to bench commands, and the run events it hooks into."""
+    from bench import CliOption
+    from bench.plugins import PluginError
+
+    added: dict = {}
+    models = b.infos[name].registers.get("models", [])
+    presets = {}
+    for model in sorted(models):
+        bundle = b.models.get(model)
+        presets[model] = {"presets": list(bundle.presets), "default": bundle.default_preset}
+    if presets:
+        added["presets"] = presets
+    options: dict[str, list[str]] = {}
+    hook = "bench_cli_options"
+    if any(impl.plugin_name == name for impl in getattr(b.pm.hook, hook).get_hookimpls()):
+        for command in sorted(cli.commands):
+            found: list = []
+            try:
+                b._caller(hook, name)(command=command, register=found.append)
+            except Exception as exc:
+                raise PluginError(f"plugin {name!r} raised in {hook}: {type(exc).__name__}: {exc}") from exc
+            flags = [f"{o.flag} {o.metavar}" if o.metavar else o.flag for o in found if isinstance(o, CliOption)]
+            if flags:
+                options[command] = flags
+    if options:
+        added["cli_options"] = options
+    plugin = b.pm.get_plugin(name)
+    events = sorted(c.name for c in (b.pm.get_hookcallers(plugin) or []) if not c.name.startswith(_REGISTRATION_HOOKS))
+    if events:
+        added["hooks"] = events
+    return added
+
+
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def plugins(as_json):
-    """List installed plugins, their versions and what each registers."""
+    """List installed plugins, their versions and what each adds: components, the presets of its
+    models (the default marked), options of bench commands, and the run events it hooks into."""
     from bench.plugins import Bench
 
     b = Bench()
-    infos = [info.as_dict() for info in b.infos.values()]
+    infos = [{**info.as_dict(), **_plugin_additions(b, name)} for name, info in b.infos.items()]
     if as_json:
         click.echo(json.dumps(infos, indent=2))
         return
@@ -397,6 +559,15 @@ def plugins(as_json):
         click.echo(f"{info['name']} {info['version']} ({origin})")
         for kind, names in info["registers"].items():
             click.echo(f"  {kind}: {', '.join(names)}")
+        for model, p in info.get("presets", {}).items():
+            listed = ", ".join(f"{n} (default)" if n == p["default"] else n for n in p["presets"])
+            click.echo(f"  presets of {model}: {listed}")
+        for command, flags in info.get("cli_options", {}).items():
+            click.echo(f"  options of bench {command}: {', '.join(flags)}")
+        if info.get("hooks"):
+            click.echo(f"  run events: {', '.join(info['hooks'])}")
+        if not (info["registers"] or info.get("cli_options") or info.get("hooks")):
+            click.echo("  (loaded; adds nothing yet)")
 
 
 @cli.command()

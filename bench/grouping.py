@@ -149,3 +149,13 @@ def entry_labels(entries: Sequence[tuple[str, dict[str, Any]]]) -> list[str]:
     # A key an entry lacks (an optional parameter it never set) adds nothing to its label.
     return [" ".join([policy] + [f"{k}={_short(f[k])}" for k in differing if k in f])
             for (policy, _), f in zip(entries, flats)]
+
+
+def main_rows(rows: Sequence[str], main: Sequence[str]) -> dict[str, list[int]]:
+    """Which metric rows each main metric covers: ``name`` itself and ``name/<key>``."""
+    cover = {}
+    for name in main:
+        idx = [i for i, r in enumerate(rows) if r == name or r.startswith(name + "/")]
+        if idx:
+            cover[name] = idx
+    return cover

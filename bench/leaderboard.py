@@ -19,8 +19,10 @@ The rules (docs/leaderboards.md has the full text):
   value has moved past the threshold from generation 0; median and range over seeds
   (:mod:`bench.suite`, which also builds the suite table across tracks from these boards).
 
-``build(paths, track=None, out="leaderboards")`` does all of it; malformed or foreign files are
-named in a warning and skipped, never a crash.
+``build(paths, track=None, out=None)`` does all of it (``out`` None: :func:`default_out`, the folder
+``leaderboards/`` inside the first results folder); malformed or foreign files are named in a
+warning and skipped, never a crash. A track never overwrites another track's tables: a file stem
+already taken by another track id gets the track id appended (:func:`choose_stems`).
 
 This module reads and checks the runs and builds the tables (scanning, run.json, metrics files,
 tracks); :mod:`bench.ranking` holds the formulas and a track's :class:`Board`, :mod:`bench.render`
@@ -80,7 +82,8 @@ from bench.render import (  # noqa: F401 (re-exported: the writers and the escap
     write_markdown,
 )
 
-DEFAULT_OUT = "leaderboards"
+DEFAULT_OUT = "leaderboards"  # the tables' folder inside the first results folder (default_out)
+RESERVED_STEMS = ("index", "suite")  # index.md, index.html and the suite table's files
 UNRANKED_PREFIX = "throughput/"
 _COLUMNS = ["schema_version", "run_id", "generation", "metric", "value", "direction", "target"]
 _SCHEMA = pa.schema([R.METRICS_SCHEMA.field(name) for name in _COLUMNS])
@@ -211,6 +214,7 @@ class LeaderboardResult:
     runs_skipped: int = 0
     runs_other_tracks: int = 0
     boards: list[Board] = field(default_factory=list)
+    out: Path | None = None  # the folder the tables went to
 
     def summary(self) -> str:
         """Lines for the command line (warnings are printed separately)."""
@@ -226,6 +230,8 @@ class LeaderboardResult:
             lines.append("no leaderboard written: no complete, readable runs to rank")
         elif self.files:
             lines.append(f"index: {self.files[-1]}")
+            lines.append(f"tables written to {self.out}{os.sep} ({len(self.tracks)} track(s), "
+                         f"{len(self.files)} files; every table in the folder is listed in {self.files[-1].name})")
         return "\n".join(lines)
 
 
@@ -234,18 +240,81 @@ def default_workers() -> int:
     return min(8, os.cpu_count() or 1) if (os.cpu_count() or 1) > 2 else 1
 
 
-def build(paths: Iterable[str | Path], track: str | None = None, out: str | Path = DEFAULT_OUT,
-          workers: int | None = None, headline: Any = None) -> LeaderboardResult:
+def default_out(paths: Iterable[str | Path]) -> Path:
+    """Where the tables go when no folder is given: ``leaderboards/`` inside the first results
+    folder (``results/leaderboards/``), or beside a run folder given directly, never inside it.
+    Run readers search for run.json, so the tables there are never taken for runs."""
+    paths = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
+    first = paths[0] if paths else Path("results")
+    if first.name == R.RUN_JSON and first.is_file():
+        first = first.parent
+    if (first / R.RUN_JSON).is_file():
+        first = first.parent
+    return first / DEFAULT_OUT
+
+
+def choose_stems(boards: Sequence[Board], earlier: dict[str, str]) -> None:
+    """Set each board's file stem (``slug``): the track name with ``/`` as ``-``, followed by the
+    track id when several tracks of the build share the name, or when the stem is already taken:
+    by another track's tables in the folder (``earlier``: stem -> track id, :func:`tables_in`), by
+    another track of this build, or by the folder's own files (``index``, ``suite``)."""
+    names: dict[str, int] = {}
+    for b in boards:
+        names[b.track["name"]] = names.get(b.track["name"], 0) + 1
+    used: set[str] = set()
+
+    def free(stem: str, tid: str) -> bool:
+        return stem not in used and stem not in RESERVED_STEMS and earlier.get(stem, tid) == tid
+
+    for b in boards:
+        name, tid = b.track["name"], str(b.track["id"])
+        base = slugify(name)
+        stem = base if names[name] == 1 and free(base, tid) else f"{base}-{slugify(tid)}"
+        k = 2
+        while not free(stem, tid):  # a stem ending in this id taken by another track: rare, never overwritten
+            stem = f"{base}-{slugify(tid)}-{k}"
+            k += 1
+        used.add(stem)
+        b.slug = stem
+
+
+def attach_references(boards: Sequence[Board], bench: Any, warnings: list[str]) -> None:
+    """The paper's figures of each track whose entries reproduce a paper experiment
+    (:func:`bench.references.for_spec` on each entry's spec), and the labels of those entries."""
+    from bench import references as refs_of
+
+    if bench is None:
+        try:
+            from bench.plugins import Bench
+
+            bench = Bench()
+        except Exception as exc:  # noqa: BLE001 (a broken plugin must not stop the tables)
+            warnings.append(f"the plugin registry did not load ({type(exc).__name__}: {exc}); the pages show "
+                            "no paper's figures")
+            return
+    for b in boards:
+        for entry in b.entries:
+            found = refs_of.for_spec(bench, entry.spec)
+            if found:
+                b.reproducing.append(entry.label)
+                b.references.extend(r for r in found if r not in b.references)
+
+
+def build(paths: Iterable[str | Path], track: str | None = None, out: str | Path | None = None,
+          workers: int | None = None, headline: Any = None, bench: Any = None) -> LeaderboardResult:
     """Scan result folders, rank the complete runs of each track, write the tables under ``out``.
 
-    ``track`` selects tracks by name (``gmm/smoke``) or id. ``headline`` (a
-    :class:`bench.components.Headline` or a dict with metric, threshold and mode) replaces every
-    track's run.json headline for the "gens to collapse" column. Raises BenchError for a missing
-    path, no run folder at all, or a ``track`` matching none; malformed files become warnings.
+    ``out`` None: :func:`default_out` (``leaderboards/`` inside the first path). ``track`` selects
+    tracks by name (``gmm/smoke``) or id. ``headline`` (a :class:`bench.components.Headline` or a
+    dict with metric, threshold and mode) replaces every track's run.json headline for the "gens
+    to collapse" column. ``bench`` is the plugin registry that gives the paper's figures (default:
+    the installed plugins). Raises BenchError for a missing path, no run folder at all, or a
+    ``track`` matching none; malformed files become warnings.
     """
     paths = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
     if not paths:
         raise BenchError("give at least one folder of results (for example results/)")
+    out = default_out(paths) if out is None else out
     if headline is not None:
         from bench.collapse import override_headline
 
@@ -318,18 +387,20 @@ def build(paths: Iterable[str | Path], track: str | None = None, out: str | Path
             result.runs_skipped += dupes
             if b is not None:
                 boards.append(b)
-    names: dict[str, int] = {}
-    for b in boards:
-        names[b.track["name"]] = names.get(b.track["name"], 0) + 1
     if boards:
+        attach_references(boards, bench, result.warnings)
         out = Path(out)
         if out.exists() and not out.is_dir():
             raise BenchError(f"--out {out} is a file: give a folder for the tables")
+        if (out / R.RUN_JSON).is_file():
+            raise BenchError(f"--out {out} is a run folder: give another folder for the tables (a run folder "
+                             "holds only what bench run wrote)")
         out.mkdir(parents=True, exist_ok=True)
+        result.out = out
         earlier = tables_in(out)
+        choose_stems(boards, earlier)
         for b in boards:
             name = b.track["name"]
-            b.slug = slugify(name) + (f"-{slugify(b.track['id'])}" if names[name] > 1 else "")
             for stem, tid in earlier.items():  # this track's tables under another name: replaced
                 if tid == b.track["id"] and stem != b.slug:
                     for ext in EXTENSIONS:

@@ -3,12 +3,16 @@ Figure 1 for language-model runs (see docs/reports.md).
 
 Runs are grouped as a leaderboard groups them (:mod:`bench.grouping`): by track (run.json
 ``track``), then into entries, the runs whose specs differ only in seed. Each entry is drawn as
-the mean over its seeds with a 95% Student-t band (:func:`seed_band`). matplotlib is imported inside the functions and drawn
-through the Agg canvas, so importing this module costs nothing and never touches a display.
+the mean over its seeds with a 95% Student-t band (:func:`seed_band`), clipped at 0 for metrics that
+are never negative. Runs that reproduce a paper experiment (:func:`bench.references.for_spec`)
+get the paper's figures as labelled reference marks. matplotlib is imported inside the functions
+and drawn through the Agg canvas, so importing this module costs nothing and never touches a
+display.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import re
@@ -19,8 +23,10 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from bench import references as REF
 from bench import results as R
 from bench import runfolder as RF
+from bench.components import Reference
 from bench.errors import BenchError
 from bench.grouping import CONFIDENCE, entry_key, entry_labels, join_tracks, seed_order, summarize
 
@@ -28,6 +34,10 @@ THROUGHPUT = "throughput/"
 TEST_PERPLEXITY = "test-perplexity"
 HIST_BINS = 40
 DPI = 100
+LOG_SPAN = 50        # plotted means all positive and spanning more than this factor: log y axis
+MARKER_LIMIT = 50    # more generations than this: lines without markers
+LOG_TICKS = 6        # at most this many labelled ticks on a log axis
+REFERENCE_COLOR = "black"
 
 
 # -- the numbers the plots show -------------------------------------------------------------------
@@ -68,6 +78,23 @@ def seed_band(values: Iterable[float], level: float = CONFIDENCE) -> Band:
     finite = v[np.isfinite(v)]
     mean, lo, hi = summarize(finite, level)
     return Band(float(mean), float(lo), float(hi), int(finite.size), int(v.size - finite.size))
+
+
+def floor_band(band: Band, floor: float = 0.0) -> Band:
+    """The band with its lower bound raised to ``floor``: a t interval is symmetric, so for a
+    metric that cannot go below 0 (a distance, a perplexity, a share) it reaches below 0 when
+    the seeds disagree; that part holds no possible value and is cut off."""
+    if math.isnan(band.lo) or band.lo >= floor:
+        return band
+    return dataclasses.replace(band, lo=floor)
+
+
+def wants_log(values: Iterable[float], span: float = LOG_SPAN) -> bool:
+    """Whether values belong on a log axis: the finite ones all positive and the largest more
+    than ``span`` times the smallest (a GMM's test perplexity runs from 4 to 1e307)."""
+    v = np.asarray(list(values), dtype=np.float64)
+    v = v[np.isfinite(v)]
+    return bool(v.size) and bool((v > 0).all()) and float(v.max()) > span * float(v.min())
 
 
 def proportions(values: Sequence[float], edges: Sequence[float]) -> np.ndarray:
@@ -130,7 +157,8 @@ def mpl_text(text: Any) -> str:
 
 @dataclass
 class RunData:
-    """One readable run folder: run.json, its metrics (pandas) and its place in a track."""
+    """One readable run folder: run.json, its metrics (pandas), its place in a track, and the
+    paper's figures for its experiment (empty unless it reproduces one)."""
 
     path: Path
     info: dict[str, Any]
@@ -140,6 +168,7 @@ class RunData:
     entry: str
     label: str = ""
     extras: dict[str, Any] = field(default_factory=dict)
+    references: tuple[Reference, ...] = ()
 
     @property
     def spec(self) -> dict[str, Any]:
@@ -164,9 +193,11 @@ def track_of(info: dict[str, Any]) -> tuple[str, str]:
     return RF.track_of(info)
 
 
-def load_runs(paths: Iterable[str | Path]) -> list[RunData]:
-    """Readable runs at or below ``paths`` with entry labels set; a run whose run.json or
-    metrics cannot be read is named in a warning and skipped. No run folder at all is an error."""
+def load_runs(paths: Iterable[str | Path], bench: Any = None) -> list[RunData]:
+    """Readable runs at or below ``paths`` with entry labels and references set; a run whose
+    run.json or metrics cannot be read is named in a warning and skipped. No run folder at all is
+    an error. ``bench`` (a :class:`bench.plugins.Bench`) declares the references; without it the
+    installed plugins are loaded."""
     paths = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
     for p in paths:
         if not p.exists():
@@ -195,7 +226,34 @@ def load_runs(paths: Iterable[str | Path]) -> list[RunData]:
     for track_runs in by_track(runs).values():
         for r, label in zip(track_runs, entry_labels([(x.policy, x.spec) for x in track_runs])):
             r.label = label
+    if runs:
+        _set_references(runs, bench)
     return runs
+
+
+def _set_references(runs: Sequence[RunData], bench: Any) -> None:
+    """Each run's references (:func:`bench.references.for_spec`); a plugin set that cannot load
+    is named in a warning and the marks are left off, the plots drawn."""
+    if bench is None:
+        from bench.plugins import Bench
+
+        try:
+            bench = Bench()
+        except Exception as exc:  # a broken plugin must not stop the plots
+            warnings.warn(f"reference marks left out: the plugins could not be loaded: {exc}", stacklevel=3)
+            return
+    for r in runs:
+        try:
+            r.references = REF.for_spec(bench, r.spec)
+        except Exception:  # a spec the preset check cannot read is no reproduction of the paper
+            r.references = ()
+
+
+def track_references(track_runs: Sequence[RunData], row: str) -> list[Reference]:
+    """The references drawn on metric row ``row``'s plot of a track: those of every entry that
+    reproduces a paper experiment, each once."""
+    refs = dict.fromkeys(ref for r in track_runs for ref in REF.for_row(r.references, row))
+    return list(refs)
 
 
 def by_track(runs: Sequence[RunData]) -> dict[str, list[RunData]]:
@@ -323,26 +381,81 @@ def _colors(n: int) -> list:
     return [cmap(i % 10) for i in range(n)]
 
 
-def _draw_trajectories(ax, entries: dict[str, list[RunData]], metric: str) -> int:
-    """Mean line and band per entry; returns how many non-finite values were left out."""
-    dropped = 0
+def never_negative(runs: Sequence[RunData], metric: str) -> bool:
+    """Whether every finite value of ``metric`` in the runs is >= 0 (every seed, every
+    generation): such a metric's seed bands are cut at 0 (:func:`floor_band`)."""
+    values = np.concatenate([np.asarray(r.metrics[r.metrics["metric"] == metric]["value"], dtype=np.float64)
+                             for r in runs] or [np.empty(0)])
+    values = values[np.isfinite(values)]
+    return bool(values.size) and bool((values >= 0).all())
+
+
+@dataclass
+class Drawn:
+    """What :func:`_draw_trajectories` drew: non-finite values left out, the generations
+    plotted, the plotted means (for the choice of axis scale) and every plotted value, bands
+    included (for a log axis's limits)."""
+
+    dropped: int = 0
+    first: int | None = None
+    last: int | None = None
+    means: list[float] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+
+
+def _draw_trajectories(ax, entries: dict[str, list[RunData]], metric: str) -> Drawn:
+    """Mean line and band per entry. Lines carry markers only up to :data:`MARKER_LIMIT`
+    generations (thousands of markers would thicken them into a bar); bands of a metric that is
+    never negative are cut at 0."""
+    drawn = Drawn()
+    floor = never_negative([r for rs in entries.values() for r in rs], metric)
     for color, runs in zip(_colors(len(entries)), entries.values()):
         gens, bands = trajectory(runs, metric)
         if not gens:
             continue
+        if floor:
+            bands = [floor_band(b) for b in bands]
         mean = np.array([b.mean for b in bands])
         lo = np.array([b.lo for b in bands])
         hi = np.array([b.hi for b in bands])
-        dropped += sum(b.dropped for b in bands)
-        seeds = len(runs)
-        ax.plot(gens, mean, marker="o", ms=3, color=color,
-                label=mpl_text(f"{runs[0].label} (n={seeds})"))
+        drawn.dropped += sum(b.dropped for b in bands)
+        drawn.first = gens[0] if drawn.first is None else min(drawn.first, gens[0])
+        drawn.last = gens[-1] if drawn.last is None else max(drawn.last, gens[-1])
+        drawn.means += mean.tolist()
+        drawn.values += mean.tolist() + lo.tolist() + hi.tolist()
+        marker = {"marker": "o", "ms": 3} if len(gens) <= MARKER_LIMIT else {}
+        ax.plot(gens, mean, color=color, label=mpl_text(f"{runs[0].label} (n={len(runs)})"), **marker)
         if np.isfinite(lo).any():
             ax.fill_between(gens, lo, hi, color=color, alpha=0.2, linewidth=0)
     ax.set_xlabel("generation k (model M_k)")
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.grid(alpha=0.3)
-    return dropped
+    return drawn
+
+
+def _draw_references(ax, refs: Sequence[Reference], first: int | None, last: int | None) -> None:
+    """The paper's figures as labelled marks, legend ``paper: ...``: a star at the generation
+    the paper reports (a vertical bar for a range), a dashed level line (a band for a range)
+    when it names no generation. A figure at a generation outside the plotted ones is not drawn;
+    its legend line says so, so a short run does not hide what the paper reports later."""
+    for ref in refs:
+        label = REF.describe(ref)
+        if ref.generation is None:
+            if ref.high is None:
+                ax.axhline(ref.value, color=REFERENCE_COLOR, linestyle="--", linewidth=1, label=mpl_text(label))
+            else:
+                ax.axhspan(ref.value, ref.high, color=REFERENCE_COLOR, alpha=0.12, linewidth=0,
+                           label=mpl_text(label))
+        elif first is not None and first <= ref.generation <= last:
+            if ref.high is None:
+                ax.plot([ref.generation], [ref.value], linestyle="none", marker="*", ms=11,
+                        color=REFERENCE_COLOR, label=mpl_text(label))
+            else:
+                mid, half = (ref.value + ref.high) / 2, (ref.high - ref.value) / 2
+                ax.errorbar([ref.generation], [mid], yerr=[[half], [half]], fmt="none", capsize=5,
+                            elinewidth=2, color=REFERENCE_COLOR, label=mpl_text(label))
+        else:
+            ax.plot([], [], linestyle="none", label=mpl_text(f"{label}; not reached here, not drawn"))
 
 
 def _save(fig, path: Path) -> Path:
@@ -355,31 +468,125 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def plot_metric(track_runs: Sequence[RunData], metric: str, path: Path) -> Path:
-    """One metric's trajectory for every entry of a track, with 95% t seed bands."""
+def _log_y(ax, values: Sequence[float]) -> None:
+    """A log y axis with limits from the positive finite values (a margin of 5% of the decades
+    spanned, at most half a decade, and at most 1e308) and the ticks of :func:`_log_ticks`:
+    matplotlib's own margin and ticks above a value near 1e307 overflow to inf. The limits are
+    set before the scale turns logarithmic, so matplotlib never computes its own."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v) & (v > 0)]
+    lo, hi = math.log10(float(v.min())), math.log10(float(v.max()))
+    pad = min(0.05 * max(hi - lo, 1e-3), 0.5)
+    bottom, top = 10.0 ** (lo - pad), 10.0 ** min(hi + pad, 308.0)
+    ax.set_ylim(bottom, top)
+    ax.set_yscale("log")
+    _log_ticks(ax, bottom, top, axis="y")
+
+
+def _finish_axis(ax, drawn: Drawn, refs: Sequence[Reference]) -> None:
+    """Reference marks, the y scale (log when the means span more than :data:`LOG_SPAN`), the
+    note on left-out values and the legend."""
+    _draw_references(ax, refs, drawn.first, drawn.last)
+    if wants_log(drawn.means):
+        _log_y(ax, drawn.values + [r.value for r in refs] + [r.high for r in refs if r.high is not None])
+    if drawn.dropped:
+        ax.annotate(f"{drawn.dropped} non-finite value(s) left out", (0.01, 0.01), xycoords="axes fraction",
+                    fontsize=8, color="0.4")
+    if refs:  # the paper's labels are long: the legend goes under the axes, one line each
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0.0, -0.2), borderaxespad=0.0)
+    elif ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+
+
+def draw_metric(track_runs: Sequence[RunData], metric: str):
+    """The matplotlib Figure of :func:`plot_metric`."""
     direction, target = metric_info(track_runs, metric)
-    fig, axes = _figure()
+    entries = by_entry(track_runs)
+    refs = track_references(track_runs, metric)
+    lines = len(entries) + len(refs) + (target is not None)
+    fig, axes = _figure(height=4.0 + (0.4 + 0.15 * lines if refs else 0.0))
     ax = axes[0, 0]
-    dropped = _draw_trajectories(ax, by_entry(track_runs), metric)
+    drawn = _draw_trajectories(ax, entries, metric)
     if target is not None:
         ax.axhline(target, color="0.3", linestyle="--", linewidth=1, label=f"target {fmt(target)}")
     note = {"higher": "higher is better", "lower": "lower is better",
             "target": "nearer the target is better"}.get(direction, direction)
     title = f"{track_runs[0].track_name}: {metric} ({note})"
     ax.set_title(mpl_text(title), fontsize=10)
-    ax.set_ylabel(mpl_text(metric))
-    if dropped:
-        ax.annotate(f"{dropped} non-finite value(s) left out", (0.01, 0.01), xycoords="axes fraction",
-                    fontsize=8, color="0.4")
-    ax.legend(fontsize=8)
-    return _save(fig, path)
+    ax.set_ylabel(mpl_text(metric) + (" (log scale)" if wants_log(drawn.means) else ""))
+    _finish_axis(ax, drawn, refs)
+    return fig
 
 
-def plot_figure1(track_runs: Sequence[RunData], path: Path) -> Path | None:
-    """The paper's Figure 1 for a language-model track: per entry, histograms (log x) of the
-    per-block perplexity under M_0 of the data each generation drew, one outline per generation
-    coloured by generation; last panel, test perplexity per generation for every entry with 95%
-    t seed bands. None when no run of the track has such samples."""
+def plot_metric(track_runs: Sequence[RunData], metric: str, path: Path) -> Path:
+    """One metric's trajectory for every entry of a track, with 95% t seed bands (cut at 0 for
+    metrics that are never negative), a log y axis for values spanning more than a factor
+    :data:`LOG_SPAN`, and the paper's figures where the runs reproduce its experiment."""
+    return _save(draw_metric(track_runs, metric), path)
+
+
+def decoding(spec: dict[str, Any]) -> str | None:
+    """How a language-model run wrote its samples, from its ``do_sample`` and ``num_beams``
+    parameters: ``"beam"`` (beam search or greedy: the paper's decoding), ``"sampling"``, or None
+    when the spec does not say."""
+    params = spec.get("params") or {}
+    if "do_sample" not in params and "num_beams" not in params:
+        return None
+    return "sampling" if params.get("do_sample") else "beam"
+
+
+FIGURE1_NOTES = {
+    "beam": ("decoded by beam search, as in the paper: each model writes what it finds most likely, so "
+             "collapse piles blocks up at low perplexity under M_0, with a growing tail of high-perplexity "
+             "blocks"),
+    "sampling": ("decoded by sampling, unlike the paper: each model draws from its whole distribution, errors "
+                 "included, so as M_k drifts from M_0 the blocks move to higher perplexity; the paper's pile-up "
+                 "at low perplexity comes from beam search (do_sample=false, num_beams=5)"),
+    None: ("beam search (the paper's decoding) piles collapsed generations up at low perplexity under M_0; "
+           "sampling moves them to higher perplexity"),
+}
+
+
+def figure1_note(track_runs: Sequence[RunData]) -> str:
+    """What the histograms of Figure 1 should show for these runs' decoding (one clause per
+    decoding among the entries, labelled when they differ)."""
+    entries = by_entry(track_runs)
+    kinds = {e: decoding(rs[0].spec) for e, rs in entries.items()}
+    if len(set(kinds.values())) == 1:
+        note = FIGURE1_NOTES[next(iter(kinds.values()))]
+        return note[0].upper() + note[1:] + "."
+    parts = []
+    for kind in dict.fromkeys(kinds.values()):
+        labels = ", ".join(entries[e][0].label for e, k in kinds.items() if k == kind)
+        parts.append(f"{labels}: {FIGURE1_NOTES[kind]}")
+    return "; ".join(parts) + "."
+
+
+def _log_ticks(ax, lo: float, hi: float, most: int = LOG_TICKS, axis: str = "x") -> None:
+    """Limits ``lo``..``hi`` and at most ``most`` labelled ticks on a log ``axis``, written as
+    plain numbers (``50``, ``200``, ``1e+04``): matplotlib labels every minor tick of a span under
+    a few decades (``2x10^1``, ``3x10^1``, ...), and those labels run into each other; over
+    hundreds of decades its locator overflows."""
+    from matplotlib.ticker import MaxNLocator, NullFormatter
+
+    ticks: list[float] = []
+    for mantissas in ((1, 2, 5), (1, 3), (1,)):
+        ticks = [m * 10.0 ** e for e in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
+                 for m in mantissas if lo <= m * 10.0 ** e <= hi]
+        if len(ticks) <= most:
+            break
+    while len(ticks) > most:  # many decades: every other power of ten
+        ticks = ticks[::2]
+    if len(ticks) < 3:  # under a decade or so: round numbers, evenly spaced
+        ticks = [float(t) for t in MaxNLocator(nbins=most - 1, steps=[1, 2, 2.5, 5, 10]).tick_values(lo, hi)
+                 if lo <= t <= hi]
+    getattr(ax, f"set_{axis}ticks")(ticks, [f"{t:g}" for t in ticks])
+    getattr(ax, f"{axis}axis").set_minor_formatter(NullFormatter())
+    getattr(ax, f"set_{axis}lim")(lo, hi)
+
+
+def draw_figure1(track_runs: Sequence[RunData]):
+    """The matplotlib Figure of :func:`plot_figure1`, or None."""
     from matplotlib import colormaps
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
@@ -401,7 +608,7 @@ def plot_figure1(track_runs: Sequence[RunData], path: Path) -> Path | None:
     panels = len(entries) + 1
     ncols = min(panels, 3)
     nrows = math.ceil(panels / ncols)
-    fig, axes = _figure(5.0 * ncols, 3.8 * nrows, ncols, nrows)
+    fig, axes = _figure(5.0 * ncols, 3.8 * nrows + 0.4, ncols, nrows)
     flat = axes.ravel()
     for ax, (e, gens) in zip(flat, pooled.items()):
         label = entries[e][0].label
@@ -409,6 +616,7 @@ def plot_figure1(track_runs: Sequence[RunData], path: Path) -> Path | None:
             ax.stairs(proportions(values, edges), edges, color=cmap(norm(k)), linewidth=1.2,
                       label=f"generation {k}")
         ax.set_xscale("log")
+        _log_ticks(ax, float(edges[0]), float(edges[-1]))
         ax.set_xlabel("perplexity of a generated block under M_0 (log scale)")
         ax.set_ylabel("share of blocks")
         ax.set_title(mpl_text(f"{label}, {len(entries[e])} seed(s)"), fontsize=10)
@@ -418,23 +626,28 @@ def plot_figure1(track_runs: Sequence[RunData], path: Path) -> Path | None:
         else:
             fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="generation")
     ax = flat[len(pooled)]
-    dropped = _draw_trajectories(ax, entries, TEST_PERPLEXITY)
+    drawn = _draw_trajectories(ax, entries, TEST_PERPLEXITY)
     ax.set_ylabel("test perplexity (real test set)")
     ax.set_title(mpl_text(f"{track_runs[0].track_name}: test perplexity, mean and 95% t band"), fontsize=10)
-    means = [b.mean for rs in entries.values() for b in trajectory(rs, TEST_PERPLEXITY)[1]]
-    finite = [m for m in means if np.isfinite(m)]
-    if finite and min(finite) > 0 and max(finite) / min(finite) > 50:
-        ax.set_yscale("log")
-    if dropped:
-        ax.annotate(f"{dropped} non-finite value(s) left out", (0.01, 0.01), xycoords="axes fraction",
-                    fontsize=8, color="0.4")
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8)
+    lm_runs = [r for rs in entries.values() for r in rs]
+    _finish_axis(ax, drawn, track_references(lm_runs, TEST_PERPLEXITY))
     for extra in flat[panels:]:
         extra.set_visible(False)
     fig.suptitle(mpl_text(f"{track_runs[0].track_name}: generated-data perplexity under M_0 and test perplexity"),
                  fontsize=11)
-    return _save(fig, path)
+    fig.supxlabel(mpl_text(figure1_note(lm_runs)), fontsize=8, wrap=True)
+    return fig
+
+
+def plot_figure1(track_runs: Sequence[RunData], path: Path) -> Path | None:
+    """The paper's Figure 1 for a language-model track: per entry, histograms (log x) of the
+    per-block perplexity under M_0 of the data each generation drew, one outline per generation
+    coloured by generation; last panel, test perplexity per generation for every entry with 95%
+    t seed bands and the paper's figures where the runs reproduce its experiment. A caption says
+    which way the histograms move under the runs' decoding (:func:`figure1_note`). None when no
+    run of the track has such samples."""
+    fig = draw_figure1(track_runs)
+    return None if fig is None else _save(fig, path)
 
 
 def track_folder(track_runs: Sequence[RunData]) -> str:
@@ -461,12 +674,13 @@ def plot_track(track_runs: Sequence[RunData], out: Path, metrics: Sequence[str] 
 
 
 def plot(paths: Iterable[str | Path] | str | Path, out: str | Path = "plots",
-         metrics: Sequence[str] | None = None) -> list[Path]:
+         metrics: Sequence[str] | None = None, bench: Any = None) -> list[Path]:
     """Plot runs (run folders or folders of runs) into ``out/<track>-<id>/``: a PNG per metric
     row name (throughput rows only when ``metrics`` names them) with one line per entry, the
-    mean over seeds with a 95% t band, and ``figure1.png`` for language-model tracks. Returns
-    the files written."""
-    runs = load_runs(paths)
+    mean over seeds with a 95% t band, the paper's figures as reference marks where a run
+    reproduces its experiment, and ``figure1.png`` for language-model tracks. ``bench`` declares
+    the references (default: the installed plugins). Returns the files written."""
+    runs = load_runs(paths, bench)
     if not runs:
         raise BenchError("no readable runs (see the warnings above)")
     metrics = check_metrics(runs, metrics)

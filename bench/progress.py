@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import TextIO
 
 INNER_INTERVAL = 30.0  # seconds between plain lines (logs, log.txt) of a fit's or a draw's progress
+INNER_FIRST = 5.0  # seconds before the first such line: a long fit shows itself early, a short one not at all
 TTY_INTERVAL = 0.2  # seconds between redraws of the terminal's sub-line
 
 
@@ -29,22 +30,42 @@ def _clock(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
+def pace(generations: float, seconds: float) -> str:
+    """The speed of a run as it reads best: ``31.5 gen/s`` from one generation a second up, else
+    the time one generation takes (``16 s/gen``, ``2.1 min/gen``, ``1.5 h/gen``)."""
+    if generations <= 0 or seconds <= 0:
+        return "n/a"
+    each = seconds / generations
+    if each <= 1:
+        return f"{1 / each:.3g} gen/s"
+    for unit, size in (("h", 3600.0), ("min", 60.0)):
+        if each >= size:
+            return f"{each / size:.2g} {unit}/gen"
+    return f"{each:.2g} s/gen"
+
+
 class Progress:
-    """Shows generations done, the rate and the time left for one run."""
+    """Shows generations done, the pace and the time left for one run.
+
+    The first generation a process builds also loads the data and the model (generation 0 also
+    fits on real data), so the pace and the time left count from the end of it: until then the
+    line says when the estimate comes (``ETA after generation 1``)."""
 
     def __init__(self, label: str, stream: TextIO | None = None, interval: float = 5.0,
-                 chains: int | None = None) -> None:
+                 chains: int | None = None, clock: Callable[[], float] | None = None) -> None:
         self.label = label
         self.chains = chains  # a group: count generations done over all its chains
         self.stream = stream or sys.stderr
         self.interval = interval
+        self.clock = clock or time.perf_counter  # injectable for tests
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.bar = None
         self.sub = None  # the terminal's sub-line under the bar: where the current fit or draw is
 
     def start(self, total: int, done: int) -> None:
         self.total, self.first, self.done = total, done, done
-        self.t0 = self.last = time.perf_counter()
+        self.t0 = self.last = self.clock()
+        self.timed_from: tuple[float, int] | None = None  # (time, done) when the first generation ended
         if self.tty:
             from tqdm import tqdm
 
@@ -53,25 +74,52 @@ class Progress:
             except (OSError, ValueError, AttributeError):
                 width = 0
             # A terminal that reports no width (some CI pseudo-terminals) still gets an 80-column bar.
+            # The pace and ETA are this class's (see the class docstring), shown as tqdm's postfix.
             self.bar = tqdm(total=total, initial=done, desc=self.label, unit="gen", file=self.stream,
-                            dynamic_ncols=width > 0, ncols=None if width > 0 else 80, leave=True)
+                            dynamic_ncols=width > 0, ncols=None if width > 0 else 80, leave=True,
+                            bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]")
+            self.bar.set_postfix_str(self._estimate(done, self.t0)[1])
         elif done:
             self._line(f"resuming after generation {done - 1}")
+        else:
+            self._line("starting at generation 0" if self.chains is None else
+                       f"starting {self.chains} chains at generation 0")
+
+    def status(self, done: int, now: float) -> str:
+        """``generation 3/60, 16 s/gen, elapsed 0:01:10, ETA 0:15:12`` for ``done`` generations."""
+        where = (f"generation {done - 1}/{self.total - 1}" if self.chains is None else
+                 f"{done}/{self.total} generations over {self.chains} chains")
+        speed, eta = self._estimate(done, now)
+        return ", ".join([where, *speed, f"elapsed {_clock(now - self.t0)}", eta])
+
+    def _estimate(self, done: int, now: float) -> tuple[list[str], str]:
+        """The pace (none yet, or one item) and the time left, from the generations after the first
+        one this process built."""
+        warm_up = self.chains or 1  # a group's first round: one generation per chain
+        if self.timed_from is None and done - self.first >= warm_up:
+            self.timed_from = (now, done)
+        since, base = self.timed_from or (now, done)
+        timed = done > base and now > since
+        speed = [pace(done - base, now - since)] if timed else []
+        if done >= self.total:
+            return speed, f"ETA {_clock(0)}"
+        if timed:
+            return speed, f"ETA {_clock((now - since) / (done - base) * (self.total - done))}"
+        if self.chains is None:
+            return speed, f"ETA after generation {self.first + 1}"
+        return speed, "ETA after each chain's next generation"
 
     def update(self, done: int) -> None:
         self._clear_inner()  # a generation ended: its fit and draw are over
+        now = self.clock()
+        speed, eta = self._estimate(done, now)  # on every update: the timing starts when it should
         if self.bar is not None:
+            self.bar.set_postfix_str(", ".join([eta, *speed]), refresh=False)  # a narrow bar cuts the pace
             self.bar.update(done - self.done)
-        self.done = done
-        now = time.perf_counter()
-        if self.bar is None and (now - self.last >= self.interval or done == self.total):
+        elif now - self.last >= self.interval or done == self.total:
             self.last = now
-            elapsed = now - self.t0
-            rate = (done - self.first) / elapsed if elapsed > 0 else 0.0
-            eta = (self.total - done) / rate if rate > 0 else 0.0
-            where = (f"generation {done - 1}/{self.total - 1}" if self.chains is None else
-                     f"{done}/{self.total} generations over {self.chains} chains")
-            self._line(f"{where}, {rate:.3g} gen/s, elapsed {_clock(elapsed)}, ETA {_clock(eta)}")
+            self._line(self.status(done, now))
+        self.done = done
 
     def close(self) -> None:
         self._clear_inner()
@@ -188,21 +236,23 @@ class InnerReport:
     On a terminal the progress display's sub-line shows each report (redrawn at most every
     ``TTY_INTERVAL`` seconds); otherwise the display prints a plain line, and ``log`` (the run's
     log.txt) gets one, at most every ``interval`` seconds (``INNER_INTERVAL``), the first one
-    ``interval`` seconds after the fit or draw began, so short ones print nothing. The rate counts
+    ``first`` seconds after the fit or draw began (``INNER_FIRST``, at most ``interval``): a long
+    fit shows itself early in a log, a short one prints nothing. The rate counts
     from the first report, so that loading a model before the first step does not count as a step.
     ``clock`` is injectable for tests.
     """
 
     def __init__(self, phase: str, generation: int | None = None, progress=None,
                  log: Callable[[str], None] | None = None, interval: float | None = None,
-                 clock: Callable[[], float] | None = None) -> None:
+                 clock: Callable[[], float] | None = None, first: float | None = None) -> None:
         self.phase = phase
         self.generation = generation
         self.progress = progress  # a Progress, a group's member, or None (no display)
         self.log = log
         self.interval = INNER_INTERVAL if interval is None else interval
         self.clock = clock or time.monotonic
-        self.last_line = self.clock()
+        first = min(INNER_FIRST if first is None else first, self.interval)
+        self.last_line = self.clock() - (self.interval - first)  # as if a line came that long ago
         self.last_drawn: float | None = None
         self.first: tuple[float, int] | None = None  # (time, done) of the first report
 

@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from bench.grouping import entry_labels, summarize
+from bench.grouping import entry_labels, main_rows, summarize  # noqa: F401 (main_rows: moved, re-exported)
 
 RULE = ("the mean of the entry's ranks over the main metrics, at the final generation and by area under "
         "the curve, each main metric counting once however many rows it has; the overall rank orders "
@@ -76,16 +76,6 @@ def _average_ranks(key: np.ndarray) -> np.ndarray:
     ranks = np.empty(n)
     ranks[order] = mean_position[np.cumsum(new_group) - 1]
     return ranks
-
-
-def main_rows(rows: Sequence[str], main: Sequence[str]) -> dict[str, list[int]]:
-    """Which metric rows each main metric covers: ``name`` itself and ``name/<key>``."""
-    cover = {}
-    for name in main:
-        idx = [i for i, r in enumerate(rows) if r == name or r.startswith(name + "/")]
-        if idx:
-            cover[name] = idx
-    return cover
 
 
 def overall_score(final_ranks: np.ndarray, auc_ranks: np.ndarray, cover: dict[str, list[int]]) -> np.ndarray:
@@ -150,6 +140,8 @@ class Board:
     members: list[list[int]] = field(default_factory=list)  # per entry: its runs (curves' first axis), by seed
     headline: dict[str, Any] | None = None  # the rule behind "gens to collapse" (bench.suite.attach_headline)
     collapse: list[Any] | None = None  # per entry: bench.suite.Collapse or None (n/a); None: no column
+    references: list[Any] = field(default_factory=list)  # the paper's figures (bench.Reference) of the track
+    reproducing: list[str] = field(default_factory=list)  # labels of the entries that reproduce that experiment
 
 
 def make_board(track_id: str, recs: Sequence[Any], idx: list[int], rows: _Rows, row_mask: np.ndarray,

@@ -156,6 +156,25 @@ def _collapse_numbers(b: Board, e: int) -> list[float]:
     return [float(x) for x in (c.median, c.low, c.high)]
 
 
+def reference_lines(b: Board) -> tuple[str, list[str]]:
+    """The "Paper's figures" beside a track's table: a sentence naming the entries that reproduce
+    the paper's experiment, and one line per reference (``metric: paper: value at generation g
+    (label)``, :func:`bench.references.describe`). Empty when no entry reproduces one."""
+    from bench.references import describe
+
+    if not b.references:
+        return "", []
+    intro = (f"Paper's figures, for the entries that reproduce the paper's experiment "
+             f"({', '.join(b.reproducing)}: the preset's parameters, policy, start and components):")
+    lines = []
+    for ref in b.references:
+        line = f"{ref.metric}: {describe(ref)}"
+        if ref.generation is not None and ref.generation > b.generations:
+            line += f"; beyond this track's generations 0..{b.generations}"
+        lines.append(line)
+    return intro, lines
+
+
 def entry_command(entry: Entry) -> str:
     """The ``bench run`` command that makes the entry's runs (all its seeds)."""
     return run_command(entry.spec, entry.seeds)
@@ -185,6 +204,9 @@ def write_markdown(b: Board, path: Path) -> None:
              _LEGEND + RULE + " (docs/leaderboards.md).", ""]
     if gens:
         lines += [esc(_collapse_legend(b)), ""]
+    intro, refs = reference_lines(b)
+    if refs:
+        lines += [esc(intro), "", *(f"- {esc(r)}" for r in refs), ""]
     head = ["rank", "entry", "seeds", "score"] + (["gens to collapse"] if gens else [])
     for j in main:
         m = b.rows[j]
@@ -256,6 +278,7 @@ def board_view(b: Board) -> dict[str, Any]:
         "main": b.main,
         "legend": _LEGEND + RULE,
         "collapse_legend": _collapse_legend(b) if b.collapse is not None else "",
+        "references": dict(zip(("intro", "lines"), reference_lines(b))),
         "head": head,
         "body": body,
         "commands": [{"label": e.label, "id": e.id, "seeds": format_seeds(e.seeds), "command": entry_command(e)}
@@ -325,6 +348,11 @@ def board_json(b: Board) -> dict[str, Any]:
             c = b.collapse[e]
             entries[-1]["gens_to_collapse"] = c.to_json() if c is not None else None
     extra = {"headline": b.headline} if b.headline is not None else {}
+    if b.references:
+        from bench.references import describe
+
+        extra["references"] = [{**r.to_dict(), "text": describe(r)} for r in b.references]
+        extra["reproducing_entries"] = list(b.reproducing)
     return {
         "format": FORMAT,
         "track": b.track,

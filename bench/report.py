@@ -1,7 +1,8 @@
 """Self-contained HTML reports of run folders, one page per run or per track (docs/reports.md).
 
 A page holds the spec and status, a metric table (generation 0 and the last generation, with
-each metric's direction), every plot of :mod:`bench.plots` as a base64 PNG, and samples: text
+each metric's direction and, for a run reproducing a paper experiment, the paper's figures),
+every plot of :mod:`bench.plots` as a base64 PNG, and samples: text
 continuations of a few prompts across generations, a scatter of generation-0 against
 last-generation vectors, or an image grid. It loads nothing from outside (no scripts, fonts or
 CDN; a Content-Security-Policy forbids them). The pages are the templates ``report_run.html`` and
@@ -22,6 +23,7 @@ import numpy as np
 import bench
 from bench import pages
 from bench import plots as P
+from bench import references as REF
 from bench import results as R
 from bench import runfolder as RF
 from bench.errors import BenchError
@@ -88,7 +90,8 @@ def _plots(track_runs: Sequence[P.RunData], metrics: Sequence[str] | None) -> di
             data = f.read_bytes()
             if f.stem == "figure1":
                 cap = ("Figure 1: left, per-block perplexity under M_0 of the data each generation drew "
-                       "(log x, one outline per generation); right, test perplexity per generation")
+                       "(log x, one outline per generation); right, test perplexity per generation. "
+                       + P.figure1_note(track_runs))
                 figures.insert(0, {"caption": cap, "uri": png_uri(data), "wide": True, "width": None})
             else:
                 figures.append({"caption": captions.get(f.name, f.stem), "uri": png_uri(data), "wide": False,
@@ -98,7 +101,17 @@ def _plots(track_runs: Sequence[P.RunData], metrics: Sequence[str] | None) -> di
     return {"figures": figures, "wrap": True}
 
 
+PAPER_COLUMN = "paper's figures"
+
+
+def _paper_cell(refs: Sequence[Any], row: str) -> str:
+    """The paper's figures for metric row ``row``, one ``paper: ...`` each, or ``-``."""
+    return "; ".join(REF.describe(r) for r in REF.for_row(refs, row)) or "-"
+
+
 def _run_metric_table(run: P.RunData) -> dict[str, Any]:
+    """Each metric row at generation 0 and the last, with the paper's figures beside them when
+    the run reproduces a paper experiment."""
     df = run.metrics
     if not len(df):
         return _note("No finished generation yet.")
@@ -110,8 +123,10 @@ def _run_metric_table(run: P.RunData) -> dict[str, Any]:
         v0 = m[m["generation"] == 0]["value"]
         vn = m[m["generation"] == last]["value"]
         rows.append((metric, _direction(direction, target),
-                     P.fmt(v0.iloc[0]) if len(v0) else "-", P.fmt(vn.iloc[0]) if len(vn) else "-"))
-    return _table(["metric", "direction", "generation 0", f"generation {last}"], rows, numeric=(2, 3))
+                     P.fmt(v0.iloc[0]) if len(v0) else "-", P.fmt(vn.iloc[0]) if len(vn) else "-")
+                    + ((_paper_cell(run.references, metric),) if run.references else ()))
+    header = ["metric", "direction", "generation 0", f"generation {last}"]
+    return _table(header + ([PAPER_COLUMN] if run.references else []), rows, numeric=(2, 3))
 
 
 def _band_cell(band: P.Band) -> str:
@@ -132,17 +147,21 @@ def _track_metric_table(track_runs: Sequence[P.RunData], metrics: Sequence[str] 
     if last < 0:
         return _note("No finished generation yet.")
     rows = []
+    papers = any(r.references for r in track_runs)
     for metric in P.metric_names(track_runs, metrics):
         direction, target = P.metric_info(track_runs, metric)
+        floor = P.never_negative(track_runs, metric)
         for runs in entries.values():
             gens, bands = P.trajectory(runs, metric)
-            at = dict(zip(gens, bands))
+            at = {g: P.floor_band(b) if floor else b for g, b in zip(gens, bands)}
             first = at.get(0)
             final = at.get(last)
             rows.append((metric, _direction(direction, target), runs[0].label, str(len(runs)),
-                         _band_cell(first) if first else "-", _band_cell(final) if final else "-"))
-    return _table(["metric", "direction", "entry", "seeds", "generation 0: mean [95% t band]",
-                   f"generation {last}: mean [95% t band]"], rows, numeric=(3, 4, 5))
+                         _band_cell(first) if first else "-", _band_cell(final) if final else "-")
+                        + ((_paper_cell(runs[0].references, metric),) if papers else ()))
+    header = ["metric", "direction", "entry", "seeds", "generation 0: mean [95% t band]",
+              f"generation {last}: mean [95% t band]"]
+    return _table(header + ([PAPER_COLUMN] if papers else []), rows, numeric=(3, 4, 5))
 
 
 # -- samples ------------------------------------------------------------------------------------
@@ -318,13 +337,14 @@ def _write(path: Path, text: str) -> Path:
 
 
 def report(paths: Iterable[str | Path] | str | Path, out: str | Path = "reports", per: str = "run",
-           metrics: Sequence[str] | None = None) -> list[Path]:
+           metrics: Sequence[str] | None = None, bench: Any = None) -> list[Path]:
     """Write one self-contained HTML page per run (``per="run"``, named after the run folder) or
     per track (``per="track"``, ``<track>-<id>.html``) under ``out``; return the files.
-    ``metrics`` limits the plots and the track tables as in :func:`bench.plots.plot`."""
+    ``metrics`` limits the plots and the track tables as in :func:`bench.plots.plot`; ``bench``
+    declares the paper's references (default: the installed plugins)."""
     if per not in ("run", "track"):
         raise BenchError(f"per={per!r}: use 'run' (one page per run folder) or 'track' (one per track)")
-    runs = P.load_runs(paths)
+    runs = P.load_runs(paths, bench)
     if not runs:
         raise BenchError("no readable runs (see the warnings above)")
     metrics = P.check_metrics(runs, metrics)

@@ -122,7 +122,7 @@ class SuiteResult:
             return "\n".join(lines)
         stem = self.files[0].with_suffix("")
         lines.append(f"suite table: {len(self.rows)} mitigations x {len(self.tracks)} tracks "
-                     f"-> {stem}.{{md,html,csv,json,png}}")
+                     f"-> {stem}.{{md,html,csv,json,png}}; everything on one page: {self.files[-1]}")
         for note in self.notes:
             lines.append(f"  note: {note}")
         for i, row in enumerate(self.rows[:top], 1):
@@ -517,17 +517,19 @@ def write_png(s: SuiteResult, path: Path) -> None:
 # -- the whole build ------------------------------------------------------------------------------
 
 
-def build_suite(paths: Iterable[str | Path], out: str | Path = L.DEFAULT_OUT, headline_override: Any = None, *,
+def build_suite(paths: Iterable[str | Path], out: str | Path | None = None, headline_override: Any = None, *,
                 track: str | None = None, workers: int | None = None, bench: Any = None) -> SuiteResult:
     """Build the per-track leaderboards (:func:`bench.leaderboard.build`, written to ``out`` as
-    always) and the suite table across their tracks: ``suite.md``, ``.html``, ``.csv``, ``.json``
-    and ``.png`` in ``out``, and ``index.html``, one page with the suite table and every track's
+    always; None: :func:`bench.leaderboard.default_out`, ``leaderboards/`` in the first path) and
+    the suite table across their tracks: ``suite.md``, ``.html``, ``.csv``, ``.json`` and ``.png``
+    in ``out``, and ``index.html``, one page with the suite table and every track's
     table and trajectories (:mod:`bench.site`). ``headline_override`` (a :class:`bench.components.Headline` or a dict
     with metric, threshold and mode) replaces every track's headline. ``bench`` is the plugin
     registry that says where a mitigation does not apply (default: the installed plugins)."""
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
     override = override_headline(headline_override) if headline_override is not None else None
-    lb = L.build(paths, track=track, out=out, workers=workers, headline=override)
+    out = L.default_out(paths) if out is None else out
+    lb = L.build(paths, track=track, out=out, workers=workers, headline=override, bench=bench)
     result = suite_from_boards(lb.boards, bench=bench)
     result.leaderboard = lb
     if not lb.boards:

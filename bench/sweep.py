@@ -87,10 +87,30 @@ class SweepRun:
     entry: Mapping[str, Any]
     folder: Path
     done: int  # generations finished on disk when the sweep was planned
+    # generations_requested of the folder's run.json, read when the folder holds all the grid's
+    # generations (None otherwise, or when unreadable): a finished run asked for more is left as it is
+    recorded: int | None = None
 
     @property
     def finished(self) -> bool:
         return self.done >= self.spec.generations + 1
+
+    @property
+    def longer(self) -> bool:
+        """Finished, but made for more generations than the grid asks: the sweep skips it, so its
+        rows run past the grid's last generation and it ranks on a track of its own (the track id
+        digests the generations asked for: ``bench.runfolder.make_track``)."""
+        return self.finished and (self.done > self.spec.generations + 1
+                                  or (self.recorded is not None and self.recorded > self.spec.generations))
+
+    def longer_note(self) -> str:
+        """What a longer run means for the sweep's results, and how to keep them on one track."""
+        n = self.spec.generations
+        held = max(self.recorded or 0, self.done - 1)
+        of = f" of the {self.recorded} its run.json asks for" if self.recorded and self.recorded + 1 > self.done else ""
+        return (f"holds generations 0..{self.done - 1}{of}, more than this grid's {n}: left as it is, its rows "
+                f"run to {self.done - 1} (0..{n} as a {n}-generation run's) and it ranks on the {held}-generation "
+                f"track, apart from this grid's runs. For one track: generations: {held}, or another --out")
 
 
 @dataclass
@@ -395,7 +415,8 @@ def load(
     runs = []
     for entry, spec in pairs:
         folder = out_dir / spec.folder_name
-        runs.append(SweepRun(spec, entry, folder, R.finished_generations(folder)))
+        done = R.finished_generations(folder)
+        runs.append(SweepRun(spec, entry, folder, done, _recorded(folder) if done >= spec.generations + 1 else None))
     return Sweep(
         name=path.stem,
         runs=runs,
@@ -411,6 +432,26 @@ def load(
         duplicates=duplicates,
         not_applicable=not_applicable,
     )
+
+
+def _recorded(folder: Path) -> int | None:
+    """generations_requested of a run folder's run.json; None where it cannot be read (the run's
+    own command reports why)."""
+    try:
+        return RF.read_run_json(folder).generations_requested
+    except BenchError:
+        return None
+
+
+def _track(folder: Path) -> dict[str, Any] | None:
+    """The track (id, name, generations) a run folder ranks on after the sweep; None where its
+    run.json cannot be read."""
+    try:
+        info = RF.read_run_json(folder)
+        track_id, name = RF.track_of(info)
+    except (BenchError, KeyError, TypeError):
+        return None
+    return {"id": track_id, "name": name, "generations": info.generations_requested}
 
 
 # -- planning -----------------------------------------------------------------------------------
@@ -493,6 +534,12 @@ class SweepSummary:
                          "that every run finished")
         if self.count(INTERRUPTED):
             lines.append(f"  {self.count(INTERRUPTED)} run(s) interrupted: run the same sweep again to finish them")
+        longer = [row for row in self.rows if row.get("note")]
+        for row in longer[:MAX_LISTED]:
+            lines.append(f"  skipped: {Path(row['folder']).name}: {row['note']}")
+        if len(longer) > MAX_LISTED:
+            lines.append(f"  ... and {len(longer) - MAX_LISTED} more skipped run(s) holding more generations "
+                         "than the grid (the summary JSON lists them all)")
         if self.not_applicable:
             lines.append(f"  {len(self.not_applicable)} grid entr{'y' if len(self.not_applicable) == 1 else 'ies'} "
                          "n/a: the mitigation does not apply to the model (reasons above and in the summary JSON)")
@@ -523,6 +570,7 @@ def _row(run: SweepRun, status: str, result: TaskResult | None = None, error: st
         "generations_requested": run.spec.generations,
         "error": error if error is not None else (result.error if result else None),
         "seconds": round(result.seconds, 3) if result else 0.0,
+        "note": run.longer_note() if run.longer and status == SKIPPED else None,
     }
 
 
@@ -556,6 +604,9 @@ def run_sweep(b: Bench, sweep: Sweep, log: Callable[[str], None] | None = None) 
     skipped = len(rows)
     log(f"Sweep {sweep.name}: {len(sweep.runs)} run(s), {skipped} finished earlier (skipped), "
         f"{todo} to run with executor {sweep.executor!r} in {len(tasks)} task(s); results in {sweep.out}/")
+    for run in sweep.runs:
+        if run.longer:
+            log(f"skip {run.folder.name}: {run.longer_note()}")
     for entry, reason in sweep.not_applicable:
         log(f"n/a [{_entry_text(entry)}]: {reason}")
     summary.not_applicable = [{"entry": dict(entry), "reason": reason} for entry, reason in sweep.not_applicable]
@@ -598,6 +649,8 @@ def _finish(summary: SweepSummary, sweep: Sweep, rows: dict, status: str, error:
         if key not in rows:
             rows[key] = _row(run, status, error=error)
     summary.rows = [rows[str(run.folder)] for run in sweep.runs]
+    for row in summary.rows:  # what each run ranks on, so that readers of the JSON never mix tracks
+        row["track"] = _track(Path(row["folder"]))
     summary.seconds = time.perf_counter() - start
     target = sweep.summary
     if target is None:  # the pid keeps concurrent sweeps apart; the counter, sweeps of one process
@@ -630,11 +683,17 @@ def dry_run_lines(b: Bench, sweep: Sweep) -> list[str]:
         else:
             state = "new"
         lines.append(f"{state:<16} {run.folder.name}  [{_entry_text(run.entry)}]")
+        if run.longer:
+            lines.append(f"{'':<16} {run.longer_note()}")
     for entry, reason in sweep.not_applicable:
         lines.append(f"{'n/a':<16} [{_entry_text(entry)}]: {reason}")
     tasks = plan_tasks(b, sweep)
     finished = sum(r.finished for r in sweep.runs)
     dup = f"; {sweep.duplicates} duplicate(s) of the same run dropped" if sweep.duplicates else ""
+    longer = sum(r.longer for r in sweep.runs)
+    if longer:
+        dup += (f"; {longer} finished run(s) hold more generations than the grid asks for and rank on a "
+                "track of their own (see above)")
     if sweep.not_applicable:
         dup += f"; {len(sweep.not_applicable)} grid entr{'y' if len(sweep.not_applicable) == 1 else 'ies'} n/a"
     lines.append(f"{len(sweep.runs)} run(s): {len(sweep.runs) - finished} to run in {len(tasks)} task(s), "

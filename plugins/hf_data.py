@@ -56,8 +56,46 @@ SPLIT_WORDS = {
 # File suffix -> the datasets builder that reads it.
 FILE_BUILDERS = {".txt": "text", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 
-WAY_OUT = ("pass a local folder/file with --set model=PATH / --set dataset=PATH, "
-           "or run `--preset smoke`, which downloads nothing")
+# What a user can do when a model, tokenizer or dataset cannot be found: see way_out(params).
+
+
+class NotFound(BenchError):
+    """A model, tokenizer or dataset that cannot be found (``what``: ``model``, ``tokenizer`` or
+    ``dataset``). Raised inside this module; the entry points add :func:`way_out` for the run's
+    params before the user sees it."""
+
+    def __init__(self, message: str, what: str) -> None:
+        super().__init__(message)
+        self.what = what
+
+
+def way_out(params: Mapping[str, Any], what: str) -> str:
+    """What to do when the ``what`` (``model``, ``tokenizer`` or ``dataset``) of a run cannot be
+    found: a local copy, the hub, or data that downloads nothing. ``--preset smoke`` is offered
+    only when the run uses none of the smoke preset's toy model and synthetic data already;
+    otherwise the flag that swaps in the missing piece is named."""
+    smoke_in_use = params.get("model") == TOY_MODEL or params.get("dataset") == SYNTHETIC_DATASET
+    if what == "dataset":
+        local = ("give local files or a folder with --dataset PATH, or run with access to the Hugging Face "
+                 "hub (unset HF_DATASETS_OFFLINE and HF_HUB_OFFLINE)")
+        offline = "--dataset synthetic (the smoke preset's data)"
+    else:
+        knob = "--set tokenizer=PATH" if what == "tokenizer" and params.get("tokenizer") else "--model PATH"
+        local = (f"give a local folder saved with save_pretrained with {knob}, or run with access to the "
+                 "Hugging Face hub (unset HF_HUB_OFFLINE)")
+        offline = ("--dataset synthetic (the smoke preset's data, with its own tokenizer)"
+                   if what == "tokenizer" and params.get("model") == TOY_MODEL
+                   else f"--model {TOY_MODEL} (the smoke preset's model)")
+    if not smoke_in_use:
+        offline = "--preset smoke"
+    return f"{local}; or use {offline}, which downloads nothing"
+
+
+def with_way_out(params: Mapping[str, Any], exc: NotFound) -> BenchError:
+    """``exc`` as the BenchError a user sees: its message and :func:`way_out`."""
+    error = BenchError(f"{exc}; {way_out(params, exc.what)}")
+    error.__cause__ = exc.__cause__
+    return error
 
 _ROWS_PER_CALL = 8192  # rows per batched tokenizer call: bounds the Python lists alive at once
 
@@ -82,9 +120,12 @@ def get_tokenizer(params: Mapping[str, Any]):
     if name == TOY_MODEL:
         raise BenchError(
             f"model {TOY_MODEL!r} has no tokenizer of its own: with dataset {params.get('dataset')!r} "
-            "give one with --set tokenizer=NAME_OR_PATH, or use --set dataset=synthetic"
+            "give one with --set tokenizer=NAME_OR_PATH, or use --dataset synthetic"
         )
-    return _pretrained_tokenizer(str(name), _text_or_none(params.get("revision")))
+    try:
+        return _pretrained_tokenizer(str(name), _text_or_none(params.get("revision")))
+    except NotFound as exc:
+        raise with_way_out(params, exc) from exc.__cause__
 
 
 @functools.lru_cache(maxsize=4)
@@ -92,13 +133,13 @@ def _pretrained_tokenizer(name: str, revision: str | None):
     from transformers import AutoTokenizer
 
     if looks_like_path(name) and not Path(name).expanduser().exists():
-        raise BenchError(f"tokenizer/model path {name!r} does not exist; {WAY_OUT}")
+        raise NotFound(f"tokenizer/model path {name!r} does not exist", "tokenizer")
     try:
         return AutoTokenizer.from_pretrained(str(Path(name).expanduser()) if looks_like_path(name) else name,
                                              revision=revision)
     except (OSError, ValueError) as exc:  # offline / unknown id: OSError; bad folder: ValueError
-        raise BenchError(f"cannot load the tokenizer of {name!r}{_at(revision)}: {_first_line(exc)}; "
-                         f"{WAY_OUT}") from exc
+        raise NotFound(f"cannot load the tokenizer of {name!r}{_at(revision)}: {_first_line(exc)}",
+                       "tokenizer") from exc
 
 
 def tokenizer_hash(tokenizer) -> str:
@@ -231,6 +272,14 @@ def load_real(request: RealRequest) -> RealData:
     params = request.params
     p = {**DATA_PARAMS, **params}
     block_size, max_blocks, fraction = _checked(p)
+    try:
+        check_dataset_path(p)  # before the tokenizer: a missing file is not a tokenizer error
+        return _load_real(p, block_size, max_blocks, fraction)
+    except NotFound as exc:
+        raise with_way_out(p, exc) from exc.__cause__
+
+
+def _load_real(p: Mapping[str, Any], block_size: int, max_blocks: int | None, fraction: float) -> RealData:
     tokenizer = get_tokenizer(p)
     true_loglik = None
     if p["dataset"] == SYNTHETIC_DATASET:
@@ -347,7 +396,7 @@ def _read_rows(dataset: str, config: str | None, column: str) -> tuple[dict[str,
     entries = [Path(e.strip()).expanduser() for e in dataset.split(",") if e.strip()]
     for entry in entries:
         if not entry.exists():
-            raise BenchError(f"dataset path {str(entry)!r} does not exist; {WAY_OUT}")
+            raise NotFound(f"dataset path {str(entry)!r} does not exist", "dataset")
     if len(entries) == 1 and _is_saved_dataset(entries[0]):
         dd = _load(f"dataset folder {str(entries[0])!r}", "load_from_disk", str(entries[0]))
         if not hasattr(dd, "keys"):  # a single Dataset: train
@@ -355,9 +404,116 @@ def _read_rows(dataset: str, config: str | None, column: str) -> tuple[dict[str,
         return _text_rows(dd, column, dataset), None
     files = _split_files(entries)
     builder = _builder(files, dataset)
+    # A .txt row keeps its line break, so that the rows concatenated are the file's text: without
+    # it a tokenizer that adds no separator (GPT-2's) fuses the last word of a line with the next.
+    options = {"keep_linebreaks": True} if builder == "text" else {}
     dd = _load(f"dataset files {dataset!r}", "load_dataset", builder,
-               data_files={s: [str(f) for f in fs] for s, fs in files.items()})
+               data_files={s: [str(f) for f in fs] for s, fs in files.items()}, **options)
     return _text_rows(dd, "text" if builder == "text" else column, dataset), None
+
+
+def check_dataset_path(params: Mapping[str, Any]) -> None:
+    """Raise NotFound when ``dataset`` names local paths and one of them does not exist."""
+    dataset = str(params.get("dataset") or "")
+    if dataset == SYNTHETIC_DATASET or not is_local_dataset(dataset):
+        return
+    for entry in (Path(e.strip()).expanduser() for e in dataset.split(",") if e.strip()):
+        if not entry.exists():
+            raise NotFound(f"dataset path {str(entry)!r} does not exist", "dataset")
+
+
+def check_sources(params: Mapping[str, Any], hub: bool = True) -> None:
+    """Refuse a dataset, model or tokenizer that cannot be had: a local path that does not exist,
+    and with ``hub``, when the hub is offline, a hub id not in the local cache. Nothing is loaded;
+    online, hub ids are left to the loaders, which download them."""
+    try:
+        check_dataset_path(params)
+        dataset = str(params.get("dataset") or "")
+        if (hub and dataset != SYNTHETIC_DATASET and not is_local_dataset(dataset)
+                and not _dataset_cached(dataset)):
+            raise NotFound(f"dataset {dataset!r} is not in the local cache and the hub is offline "
+                           "(HF_DATASETS_OFFLINE or HF_HUB_OFFLINE is set)", "dataset")
+        names = [("model", params.get("model"))]
+        if dataset != SYNTHETIC_DATASET and params.get("tokenizer"):
+            names.append(("tokenizer", params.get("tokenizer")))
+        for what, name in names:
+            name = str(name)
+            if name == TOY_MODEL:
+                continue
+            if looks_like_path(name):
+                if not Path(name).expanduser().exists():
+                    raise NotFound(f"{what} path {name!r} does not exist", what)
+            elif hub and not _model_cached(name, _text_or_none(params.get("revision"))):
+                raise NotFound(f"{what} {name!r} is not in the local Hugging Face cache and the hub is "
+                               "offline (HF_HUB_OFFLINE is set)", what)
+    except NotFound as exc:
+        raise with_way_out(params, exc) from None
+
+
+def parameter_estimate(params: Mapping[str, Any]) -> int | None:
+    """About how many parameters the model has, from its config.json (a local folder, or the hub
+    cache) without loading it: vocab x hidden + layers x 12 hidden^2 (a transformer's embedding,
+    attention and 4x feed-forward). None when the config cannot be read or lacks those sizes."""
+    model = str(params.get("model"))
+    if model == TOY_MODEL:
+        return None
+    if looks_like_path(model):
+        path = Path(model).expanduser() / "config.json"
+    else:
+        from huggingface_hub import try_to_load_from_cache
+
+        try:
+            found = try_to_load_from_cache(model, "config.json", revision=_text_or_none(params.get("revision")))
+        except Exception:  # noqa: BLE001 - a malformed id: the loaders report it
+            return None
+        path = Path(found) if isinstance(found, str) else None
+    try:
+        config = json.loads(path.read_text()) if path is not None else {}
+    except (OSError, ValueError):
+        return None
+
+    def size(*keys: str) -> int | None:
+        values = [config[k] for k in keys if isinstance(config.get(k), int)]
+        return values[0] if values else None
+
+    vocab, hidden = size("vocab_size"), size("hidden_size", "n_embd", "d_model")
+    layers = size("num_hidden_layers", "n_layer", "num_layers")
+    if None in (vocab, hidden, layers):
+        return None
+    return vocab * hidden + layers * 12 * hidden * hidden
+
+
+def _hub_offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def _model_cached(name: str, revision: str | None) -> bool:
+    """Whether a hub model can be had: the hub is online, or its config.json is in the local cache."""
+    if not _hub_offline():
+        return True
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = try_to_load_from_cache(name, "config.json", revision=revision)
+    except Exception:  # noqa: BLE001 - a malformed id: the loader reports it with its own message
+        return True
+    return isinstance(found, str)
+
+
+def _dataset_cached(dataset: str) -> bool:
+    """Whether a hub dataset can be had: the hub is online, or the datasets cache or the hub cache
+    holds a folder for it (what is inside is left to datasets)."""
+    import datasets
+
+    if not (datasets.config.HF_DATASETS_OFFLINE or _hub_offline()):
+        return True
+    from huggingface_hub import constants
+
+    flat = dataset.replace("/", "___")
+    return ((Path(datasets.config.HF_DATASETS_CACHE) / flat).is_dir()
+            or (Path(constants.HF_HUB_CACHE) / f"datasets--{dataset.replace('/', '--')}").is_dir())
 
 
 def _load(what: str, function: str, *args, **kwargs):
@@ -368,7 +524,7 @@ def _load(what: str, function: str, *args, **kwargs):
         try:
             return getattr(datasets, function)(*args, **kwargs)
         except (OSError, ValueError) as exc:  # offline, unknown id (DatasetNotFoundError), bad config
-            raise BenchError(f"cannot load {what}: {_first_line(exc)}; {WAY_OUT}") from exc
+            raise NotFound(f"cannot load {what}: {_first_line(exc)}", "dataset") from exc
 
 
 @contextmanager
@@ -431,8 +587,8 @@ def _split_files(entries: list[Path]) -> dict[str, list[Path]]:
             found = [(f, f.relative_to(entry).as_posix()) for f in _files_under(entry)
                      if f.suffix.lower() in FILE_BUILDERS]
             if not found:
-                raise BenchError(f"dataset folder {str(entry)!r} holds no {'/'.join(FILE_BUILDERS)} "
-                                 f"files; {WAY_OUT}")
+                raise NotFound(f"dataset folder {str(entry)!r} holds no {'/'.join(FILE_BUILDERS)} files",
+                               "dataset")
         else:
             found = [(entry, entry.name)]
         for path, name in found:

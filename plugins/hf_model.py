@@ -138,7 +138,8 @@ def resolve_device(params: Mapping[str, Any]):
     except RuntimeError as e:
         raise BenchError(f"device {name!r} is not a torch device; use auto, cpu, cuda, cuda:N or mps") from e
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise BenchError(f"device {name!r} asked for, but torch sees no CUDA GPU; use --set device=cpu")
+        raise BenchError(f"device {name!r} asked for, but torch sees no CUDA GPU; use --device cpu "
+                         "(or --device auto, which takes a GPU where there is one)")
     return device
 
 
@@ -184,12 +185,11 @@ def _seed(rng: np.random.Generator) -> int:
 # --------------------------------------------------------------------------------------------------
 
 
-def _where_to_get(name: str, knob: str = "model") -> str:
-    return (
-        f"give a local folder saved with save_pretrained (--set {knob}=/path/to/folder), run with "
-        f"access to the Hugging Face hub so {name!r} can be downloaded (unset HF_HUB_OFFLINE), or "
-        f"use --preset smoke, which downloads nothing"
-    )
+def _where_to_get(params: Mapping[str, Any], what: str = "model") -> str:
+    """What to do when the model (or tokenizer) cannot be found: hf_data.way_out."""
+    from collapse_bench_plugins.hf_data import way_out
+
+    return way_out(params, what)
 
 
 def tokenizer_for(params: Mapping[str, Any]):
@@ -201,8 +201,13 @@ def tokenizer_for(params: Mapping[str, Any]):
     except (OSError, ValueError) as e:
         name = params.get("tokenizer") or params.get("model")
         raise BenchError(
-            f"cannot load the tokenizer {name!r}: {e}. {_where_to_get(str(name), 'tokenizer')}"
+            f"cannot load the tokenizer {name!r}: {e}; {_where_to_get(params, 'tokenizer')}"
         ) from e
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0].rstrip(".") if text else type(exc).__name__
 
 
 def _special_ids(tokenizer) -> dict[str, int | None]:
@@ -236,17 +241,18 @@ def toy_config(params: Mapping[str, Any], tokenizer=None):
 def _pretrained_config(name: str, revision: str | None):
     from transformers import AutoConfig
 
-    try:
-        return AutoConfig.from_pretrained(name, revision=revision)
-    except (OSError, ValueError) as e:
-        raise BenchError(f"cannot load the model {name!r}: {e}. {_where_to_get(name)}") from e
+    return AutoConfig.from_pretrained(name, revision=revision)
 
 
 def model_config(params: Mapping[str, Any]):
     """The architecture a state belongs to: toy_config for ``toy-opt``, else the model's config."""
     if params["model"] == TOY_MODEL:
         return toy_config(params)
-    return _pretrained_config(str(params["model"]), params.get("revision"))
+    name = str(params["model"])
+    try:
+        return _pretrained_config(name, params.get("revision"))
+    except (OSError, ValueError) as e:
+        raise BenchError(f"cannot load the model {name!r}: {_first_line(e)}; {_where_to_get(params)}") from e
 
 
 def _unique_keys(model) -> list[str]:
@@ -386,7 +392,7 @@ def initial_state(params: Mapping[str, Any], rng: np.random.Generator) -> State:
             name, revision=params.get("revision"), dtype=torch.float32
         )
     except (OSError, ValueError) as e:
-        raise BenchError(f"cannot load the model {name!r}: {e}. {_where_to_get(name)}") from e
+        raise BenchError(f"cannot load the model {name!r}: {_first_line(e)}; {_where_to_get(params)}") from e
     state = state_from_model(model)
     del model
     return state
@@ -427,12 +433,24 @@ def _block_logliks(model, blocks: np.ndarray, batch_size: int, device, autocast_
     use_autocast = autocast_dtype is not None and autocast_dtype != torch.float32
     with torch.inference_mode(), torch.autocast(device.type, dtype=autocast_dtype, enabled=use_autocast):
         for start in range(0, blocks.shape[0], batch_size):
-            ids = torch.from_numpy(np.ascontiguousarray(blocks[start : start + batch_size])).to(device)
+            ids = _token_tensor(blocks[start : start + batch_size]).to(device)
             logits = model(input_ids=ids).logits[:, :-1].float()
             target = ids[:, 1:, None]
             token_ll = logits.gather(-1, target)[..., 0] - torch.logsumexp(logits, dim=-1)
             out[start : start + ids.shape[0]] = token_ll.double().sum(dim=1).cpu().numpy()
     return out
+
+
+def _token_tensor(x: np.ndarray):
+    """Token ids as a CPU int64 tensor sharing ``x``'s memory where it may; a read-only array
+    (samples read back from a run folder on resume) is copied, as torch cannot share memory it may
+    not write (it warns when asked to)."""
+    import torch
+
+    x = np.ascontiguousarray(x, dtype=np.int64)
+    if not x.flags.writeable:
+        x = x.copy()
+    return torch.from_numpy(x)
 
 
 def _check_blocks(samples: Samples | None, what: str) -> np.ndarray:
@@ -509,7 +527,7 @@ def fit_with_history(request: FitRequest) -> tuple[State, list[dict[str, float]]
         model.parameters(), lr=float(p["lr"]), weight_decay=float(p["weight_decay"])
     )
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
-    data = torch.from_numpy(np.ascontiguousarray(blocks))
+    data = _token_tensor(blocks)
     gen = torch.Generator().manual_seed(seed)
     history: list[dict[str, float]] = []
     best_state, best_val = None, math.inf
@@ -678,7 +696,7 @@ def generate(request: GenerateRequest) -> Samples:
             torch.manual_seed(seed)
             for start in range(0, n, batch):
                 request.report("batch", start // batch, -(-n // batch))
-                ids = torch.from_numpy(np.ascontiguousarray(x[start : start + batch])).to(device)
+                ids = _token_tensor(x[start : start + batch]).to(device)
                 if fast:
                     out = beam.beam_search(model, ids, config)
                 else:
@@ -760,7 +778,7 @@ def edit_tokens(state: State, samples: Samples, threshold: float, params: Mappin
     with _fork_rng(device), torch.inference_mode():
         torch.manual_seed(seed)
         for start in range(0, n, batch):
-            ids = torch.from_numpy(np.ascontiguousarray(x[start : start + batch])).to(device)
+            ids = _token_tensor(x[start : start + batch]).to(device)
             logits = model(input_ids=ids).logits[:, :-1].float()  # position t-1 predicts token t
             target = ids[:, 1:]
             log_p = logits.gather(-1, target[..., None])[..., 0] - torch.logsumexp(logits, dim=-1)

@@ -172,6 +172,72 @@ def test_show_follows_one_sample_across_generations(capsys, tmp_path):
     assert code == 2 and "is not a run folder" in err
 
 
+def test_show_summarises_vector_samples_of_the_newest_run(capsys, tmp_path, monkeypatch):
+    import os
+    from pathlib import Path
+
+    import numpy as np
+
+    monkeypatch.chdir(tmp_path)
+    code, _, err = bench_cli(capsys, "show")
+    assert code == 2 and "no RUN given and no run folder under results/" in err
+    code, _, err = bench_cli(capsys, "run", "--plugin", "gaussian", "-g", "3", "--seeds", "0-1")
+    assert code == 0, err
+    seed0, seed1 = sorted(Path("results").glob("gaussian-*"), key=lambda f: "-s1-" in f.name)
+    later = (seed1 / "run.json").stat().st_mtime_ns + 10**12
+    os.utime(seed0 / "run.json", ns=(later, later))  # seed 0's run.json changed last
+    code, out, err = bench_cli(capsys, "show")
+    assert code == 0, err
+    assert f"(no RUN given: {seed0}, the most recently modified run under results/)" in out
+    assert "independent draws: --prompt N prints sample N of each" in out
+    for k in range(4):
+        samples, scores = RF.generation_samples(seed0, k)
+        mean, std = samples.data.mean(axis=0), samples.data.std(axis=0)
+        nll = np.mean(-scores["loglik_reference"] / scores["units"])
+        row = next(line.split() for line in out.splitlines() if line.split()[:1] == [str(k)])
+        assert " ".join(row[1:]) == (f"[{mean[0]:.3g}, {mean[1]:.3g}] [{std[0]:.3g}, {std[1]:.3g}] {nll:.3f}")
+
+
+def test_show_summarises_categories_and_images():
+    import numpy as np
+
+    from bench.cli import _sample_summary
+    from bench.components import Samples
+
+    scores = {"loglik_reference": np.array([-1.0, -2.0, -3.0, -6.0]), "units": np.array([1, 1, 1, 2])}
+    categories = Samples("categorical", np.array([3, 1, 3, 3]))
+    assert _sample_summary(categories, scores) == ("2", "3 (75%)", "2.250")
+    images = Samples("images", np.array([[[0.0, 1.0]], [[1.0, 1.0]]]))
+    assert _sample_summary(images, {}) == ("pixel mean 0.75", "std 0.433", "")
+
+
+def test_plot_and_report_default_to_results(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for command in ("plot", "report"):
+        code, _, err = bench_cli(capsys, command)
+        assert code == 2 and "no RUN given and no results/ folder here" in err
+    code, _, err = bench_cli(capsys, "run", "--plugin", "gaussian", "-g", "2")
+    assert code == 0, err
+    code, out, err = bench_cli(capsys, "report", "--metric", "gaussian-var")
+    assert code == 0, err
+    assert len(list((tmp_path / "reports").glob("gaussian-*.html"))) == 1
+
+
+def test_plugins_lists_presets_and_what_an_option_plugin_adds(capsys):
+    code, out, err = bench_cli(capsys, "plugins")
+    assert code == 0, err
+    assert "  presets of gmm: paper, two-gaussians, smoke (default)" in out
+    tensorboard = out.split("tensorboard ", 1)[1].split("\n\n")[0].splitlines()
+    assert "  options of bench run: --tensorboard DIR" in tensorboard
+    assert any(line.startswith("  run events: ") and "bench_run_started" in line for line in tensorboard)
+    headers = [i for i, line in enumerate(out.splitlines()) if not line.startswith(" ")]
+    assert all(b - a > 1 for a, b in zip(headers, headers[1:] + [len(out.splitlines())])), "a plugin listed bare"
+    code, out, err = bench_cli(capsys, "plugins", "--json")
+    listed = {p["name"]: p for p in json.loads(out)}
+    assert listed["gmm"]["presets"] == {"gmm": {"presets": ["paper", "two-gaussians", "smoke"], "default": "smoke"}}
+    assert listed["tensorboard"]["cli_options"] == {"run": ["--tensorboard DIR"]}
+
+
 def test_samples_keep_their_text_columns(tmp_path):
     import numpy as np
 

@@ -59,3 +59,48 @@ def test_the_contributing_example_plugin_runs(tmp_path):
     df = cb.metrics(runs)
     assert sorted(df.generation.unique()) == [0, 1, 2, 3]
     assert set(df.metric) == {"cov-trace-ratio", "logdet-diff"}
+
+
+def run_figures():
+    """{preset: {(metric, generation): quoted value}} of the README's run-figures table, the one
+    source of the seed-0 GMM figures (tests/test_readme_figures.py checks it against fresh runs)."""
+    import re
+
+    from tests.test_readme_figures import figure_rows
+
+    text = (ROOT / "README.md").read_text()
+    block = text.split("<!-- run-figures: begin -->")[1].split("<!-- run-figures: end -->")[0]
+    quoted = {}  # the value as the table writes it, so that docs quote the same digits
+    for line in block.strip().splitlines()[2:]:
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        quoted[(cells[0].strip("`"), cells[1], int(cells[2]))] = cells[3]
+    figures: dict[str, dict] = {}
+    for command, metric, generation, _, _ in figure_rows("run-figures"):
+        preset = re.search(r"--preset (\S+)", command).group(1)
+        figures.setdefault(preset, {})[(metric, generation)] = quoted[(command, metric, generation)]
+    return figures
+
+
+def test_the_docs_quote_the_seed_figures_from_one_source():
+    figures = run_figures()
+    assert set(figures) == {"paper", "two-gaussians", "smoke"}
+    gmm_page = (ROOT / "docs" / "gmm.md").read_text()
+    gmm_page = " ".join(gmm_page.split())  # a quote may wrap over lines
+    for preset, v in figures.items():
+        last = max(g for _, g in v)
+        quote = (f"`{preset}`, seed 0: std {v['gmm-std/0', 0]}/{v['gmm-std/1', 0]} at generation 0, "
+                 f"{v['gmm-std/0', last]}/{v['gmm-std/1', last]} after {last} generations, L2 {v['gmm-l2', last]}")
+        assert quote in gmm_page, f"docs/gmm.md should quote the README's run-figures: {quote}"
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    v = figures["paper"]
+    assert (f"standard deviation {v['gmm-std/0', 0]} / {v['gmm-std/1', 0]} at generation 0 and "
+            f"{v['gmm-std/0', 2050]} / {v['gmm-std/1', 2050]} after 2,050 generations") in readme
+    assert f"reaches {v['gmm-l2', 2050]} " in readme
+
+
+def test_metrics_page_does_not_call_an_implemented_metric_missing():
+    from bench.plugins import Bench
+
+    page = (ROOT / "docs" / "metrics.md").read_text()
+    assert "vendi-score" in Bench().metrics.names()
+    assert "not implemented" not in " ".join(page.split())

@@ -214,6 +214,7 @@ def test_the_fingerprint_is_of_the_text_whatever_its_form(tok_dir, tmp_path):
 
     texts = rows(200, 15)
     write_txt(tmp_path / "c.txt", texts)
+    texts = [t + "\n" for t in texts]  # a .txt row keeps its line break: the same text has it too
     (tmp_path / "c.jsonl").write_text("".join(json.dumps({"body": t}) + "\n" for t in texts))
     Dataset.from_dict({"text": texts}).save_to_disk(tmp_path / "saved")
     Dataset.from_dict({"text": texts}).save_to_disk(tmp_path / "saved-again")  # another datasets fingerprint
@@ -234,7 +235,7 @@ def test_provenance_records_dataset_tokenizer_and_model(tok_dir, tmp_path):
     real = load(tok_dir, path)
     prov = real.provenance
     assert prov["dataset"] == str(path) and prov["dataset_fingerprint"] == real.fingerprint
-    texts = path.read_text().splitlines()
+    texts = path.read_text().splitlines(keepends=True)  # a .txt row keeps its line break
     by_hand = hashlib.sha256(f"train\0{len(texts)}\0".encode())
     for t in texts:
         by_hand.update(len(t.encode()).to_bytes(8, "little") + t.encode())
@@ -299,6 +300,37 @@ def test_a_hub_model_id_loads_from_the_hub_cache_with_its_resolved_commit(tok_di
     hf_data._pretrained_tokenizer.cache_clear()
 
 
+def test_txt_rows_keep_their_line_breaks(tmp_path):
+    """The rows of a .txt file concatenated are the file's text, so words of consecutive lines never
+    fuse, whatever the tokenizer."""
+    text = "apply either way.\nitself.\n\nmeet  them\nlast line without a break"
+    (tmp_path / "c.txt").write_text(text)
+    rows_read, _ = hf_data._read_rows(str(tmp_path / "c.txt"), None, "text")
+    assert rows_read["train"] == ["apply either way.\n", "itself.\n", "\n", "meet  them\n",
+                                  "last line without a break"]
+    assert "".join(rows_read["train"]) == text
+
+
+def test_txt_lines_do_not_fuse_with_a_byte_level_tokenizer(tmp_path):
+    """With a GPT-2-style byte-level BPE (no separator between rows) the token stream decodes to
+    the file's text: "way.\nitself", not "way.itself"."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    lines = [f"apply either way {i}." if i % 2 else f"itself meets {i}" for i in range(120)]
+    text = "".join(line + "\n" for line in lines)
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(lines, vocab_size=300, min_frequency=1, show_progress=False)
+    PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer).save_pretrained(tmp_path / "bpe")
+    (tmp_path / "c.txt").write_text(text)
+    real = load_real(RealRequest({**DATA_PARAMS, "model": str(tmp_path / "bpe"), "dataset": str(tmp_path / "c.txt"),
+                                  "block_size": 1}, 0))
+    stream = np.concatenate([real.train.data, real.validation.data, real.test.data]).reshape(-1)
+    decoded = PreTrainedTokenizerFast.from_pretrained(tmp_path / "bpe").decode(stream.tolist())
+    assert decoded == text
+    assert "way 1.\nitself meets 2" in decoded
+
+
 # -- errors ----------------------------------------------------------------------------------------
 
 
@@ -307,19 +339,45 @@ def test_unreachable_hub_names_and_wrong_paths_are_messages(tok_dir, tmp_path):
 
     assert huggingface_hub.constants.HF_HUB_OFFLINE  # tests/conftest.py: the hub is unreachable
     data = write_txt(tmp_path / "c.txt", rows(200, 13))
-    way_out = "pass a local folder/file with --set model=PATH / --set dataset=PATH, or run `--preset smoke`"
+    dataset_flag, model_flag = "with --dataset PATH", "save_pretrained with --model PATH"
     cases = [
-        ({"dataset": "made-up-owner/no-such-dataset"}, "dataset 'made-up-owner/no-such-dataset'"),
-        ({"model": "made-up-owner/no-such-model", "dataset": str(data)}, "'made-up-owner/no-such-model'"),
-        ({"dataset": str(tmp_path / "missing.txt")}, f"dataset path '{tmp_path / 'missing.txt'}' does not exist"),
-        ({"dataset": f"{data},{tmp_path / 'gone.txt'}"}, "gone.txt' does not exist"),
-        ({"model": str(tmp_path / "no-model"), "dataset": str(data)}, "no-model' does not exist"),
-        ({"model": str(tmp_path), "dataset": str(data)}, f"cannot load the tokenizer of '{tmp_path}'"),
+        ({"dataset": "made-up-owner/no-such-dataset"}, "dataset 'made-up-owner/no-such-dataset'", dataset_flag),
+        ({"model": "made-up-owner/no-such-model", "dataset": str(data)}, "'made-up-owner/no-such-model'",
+         model_flag),
+        ({"dataset": str(tmp_path / "missing.txt")}, f"dataset path '{tmp_path / 'missing.txt'}' does not exist",
+         dataset_flag),
+        ({"dataset": f"{data},{tmp_path / 'gone.txt'}"}, "gone.txt' does not exist", dataset_flag),
+        ({"model": str(tmp_path / "no-model"), "dataset": str(data)}, "no-model' does not exist", model_flag),
+        ({"model": str(tmp_path), "dataset": str(data)}, f"cannot load the tokenizer of '{tmp_path}'", model_flag),
+        ({"tokenizer": str(tmp_path / "no-tok"), "dataset": str(data)}, "no-tok' does not exist",
+         "save_pretrained with --set tokenizer=PATH"),
     ]
-    for params, names in cases:
+    for params, names, flag in cases:
         with pytest.raises(BenchError) as info:
             load_real(RealRequest({**DATA_PARAMS, "model": str(tok_dir), **params}, 0))
-        assert names in str(info.value) and way_out in str(info.value), str(info.value)
+        message = str(info.value)
+        assert names in message and flag in message and "use --preset smoke, which downloads nothing" in message, \
+            message
+
+
+def test_a_missing_dataset_path_is_named_before_the_tokenizer_loads(tmp_path):
+    """Even with a model whose tokenizer cannot load, the missing file is what the message names."""
+    missing = tmp_path / "missing.txt"
+    for model in ("made-up-owner/no-such-model", "toy-opt"):
+        with pytest.raises(BenchError, match=f"dataset path '{missing}' does not exist; give local files"):
+            load_real(RealRequest({**DATA_PARAMS, "model": model, "dataset": str(missing)}, 0))
+
+
+def test_the_way_out_offers_the_smoke_preset_only_when_it_is_not_in_use():
+    hub = {"model": "facebook/opt-125m", "dataset": "wikitext"}
+    assert "--preset smoke" in hf_data.way_out(hub, "model")
+    assert "--preset smoke" in hf_data.way_out(hub, "dataset")
+    on_smoke_data = hf_data.way_out({**hub, "dataset": "synthetic"}, "model")
+    assert "--preset smoke" not in on_smoke_data and "--model toy-opt" in on_smoke_data
+    with_toy_model = hf_data.way_out({**hub, "model": "toy-opt"}, "dataset")
+    assert "--preset smoke" not in with_toy_model and "--dataset synthetic" in with_toy_model
+    tokenizer = hf_data.way_out({**hub, "model": "toy-opt", "tokenizer": "gpt2"}, "tokenizer")
+    assert "--set tokenizer=PATH" in tokenizer and "--dataset synthetic" in tokenizer
 
 
 def test_user_mistakes_with_data_are_messages(tok_dir, tmp_path):

@@ -393,3 +393,18 @@ def test_a_missing_model_folder_is_named(params, tmp_path):
     with pytest.raises(BenchError, match="no-such-tokenizer"):
         H.initial_state({**params, "model": "toy-opt", "tokenizer": str(tmp_path / "no-such-tokenizer")},
                         np.random.default_rng(0))
+
+
+def test_read_only_token_arrays_become_tensors_without_a_torch_warning():
+    """Samples read back from a run folder on resume are read-only; torch warns when asked to share
+    their memory, so they are copied (and writable arrays still shared)."""
+    import warnings
+
+    ids = np.arange(12, dtype=np.int64).reshape(3, 4)
+    ids.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tensor = H._token_tensor(ids)
+    assert tensor.tolist() == ids.tolist()
+    writable = np.arange(4, dtype=np.int64)
+    assert H._token_tensor(writable).data_ptr() == writable.ctypes.data

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import warnings
 from pathlib import Path
@@ -527,3 +528,171 @@ def test_command_values_read_back_as_the_spec_holds_them():
                                  "--metric m1 --metric m2 --seeds 4")
     with pytest.raises(BenchError, match="seed"):
         run_command({k: v for k, v in spec.items() if k != "seed"})
+
+
+# -- where the tables go, and never over another track's ------------------------------------------
+
+
+def test_without_out_the_cli_writes_beside_the_results_and_says_where(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from bench.cli import cli
+
+    for seed in range(2):
+        fake_run(tmp_path / "results", seed=seed, values={"loss": [0, 1, 2]})
+    monkeypatch.chdir(tmp_path)
+    out = CliRunner().invoke(cli, ["leaderboard"])  # no RESULTS: results/
+    assert out.exit_code == 0, out.output
+    assert not (tmp_path / "leaderboards").exists() and (tmp_path / "results/leaderboards/toy-smoke.md").is_file()
+    assert out.output.rstrip().endswith(f"tables written to {Path('results') / 'leaderboards'}{os.sep} (1 track(s), "
+                                        "5 files; every table in the folder is listed in index.md)")
+    assert CliRunner().invoke(cli, ["leaderboard", "--out", "mine"]).exit_code == 0
+    assert (tmp_path / "mine" / "toy-smoke.md").is_file()
+
+
+@pytest.mark.slow
+def test_without_out_the_tables_go_inside_the_first_results_folder(real, tmp_path, monkeypatch):
+    """Not into the project's leaderboards/: into RESULTS/leaderboards/, which every reader of the
+    results passes over (no run.json), and the command says where they went."""
+    from click.testing import CliRunner
+
+    from bench import validate
+    from bench.cli import cli
+    from bench.leaderboard import default_out
+    from bench.runfolder import find_runs
+
+    res = tmp_path / "results"
+    shutil.copytree(real, res)
+    monkeypatch.chdir(tmp_path)
+    runs = find_runs([res])
+    out = CliRunner().invoke(cli, ["leaderboard", "results"])
+    assert out.exit_code == 0, out.output
+    assert not (tmp_path / "leaderboards").exists()
+    assert sorted(p.name for p in (res / "leaderboards").iterdir()) == sorted(
+        f"{stem}.{ext}" for stem in ("gaussian-smoke", "gmm-smoke") for ext in ("md", "html", "csv", "json")) + [
+        "index.md"]
+    assert f"tables written to {Path('results') / 'leaderboards'}" in out.output
+    assert "-> results/leaderboards/gmm-smoke.{md,html,csv,json}" in out.output
+    # the readers of RESULTS do not take the tables for runs, nor complain about them
+    assert find_runs([res]) == runs
+    assert validate.check([res]).ok
+    again = build([res], out=None)
+    assert again.warnings == [] and again.runs_found == len(runs) and again.out == res / "leaderboards"
+    listing = CliRunner().invoke(cli, ["runs", "results"])
+    assert listing.exit_code == 0 and "leaderboards" not in listing.output
+    suite = CliRunner().invoke(cli, ["leaderboard", "results", "--suite"])
+    assert suite.exit_code == 0, suite.output
+    assert (res / "leaderboards" / "index.html").is_file() and "results/leaderboards/index.html" in suite.output
+    # a run folder given directly: the tables go beside it, never into it
+    assert default_out([runs[0]]) == default_out([runs[0] / R.RUN_JSON]) == runs[0].parent / "leaderboards"
+    assert default_out([]) == Path("results") / "leaderboards"
+    with pytest.raises(BenchError, match="is a run folder"):
+        build([res], out=runs[0])
+
+
+def test_a_track_never_overwrites_another_tracks_table(tmp_path):
+    """The published opt125m-smoke case: tables of another track with the same name are already in
+    the folder; build after build, each track keeps its own files and index.md lists both."""
+    res, out = tmp_path / "res", tmp_path / "lb"
+    for seed in range(2):
+        fake_run(res / "a", seed=seed, values={"loss": [0, 1, 2]})
+        fake_run(res / "b", seed=seed, values={"loss": [0, 5, 9]}, track={**TRACK, "id": "ffffffffffff"})
+    first = build([res / "a"], out=out)
+    assert [t.slug for t in first.tracks] == ["toy-smoke"]
+    for _ in range(2):  # a second build meets the first build's files, a third its own
+        second = build([res / "b"], out=out)
+        assert [t.slug for t in second.tracks] == ["toy-smoke-ffffffffffff"]
+        assert json.loads((out / "toy-smoke.json").read_text())["track"]["id"] == "0123456789ab"
+        assert json.loads((out / "toy-smoke-ffffffffffff.json").read_text())["track"]["id"] == "ffffffffffff"
+        assert "toy-smoke-ffffffffffff.{md,html,csv,json}" in second.summary()
+        index = (out / "index.md").read_text()
+        assert "[JSON](toy-smoke.json)" in index and "[JSON](toy-smoke-ffffffffffff.json)" in index
+        assert len(list(out.glob("*.json"))) == 2
+    third = build([res / "a"], out=out)  # the first track again: its own stem, the other kept
+    assert [t.slug for t in third.tracks] == ["toy-smoke"] and len(list(out.glob("*.json"))) == 2
+
+
+def test_stems_never_collide_within_a_build_or_with_the_folders_own_files(tmp_path):
+    res = tmp_path / "res"
+    tracks = {"x": {**TRACK, "name": "a/b", "id": "aaaaaaaaaaaa"}, "y": {**TRACK, "name": "a-b", "id": "bbbbbbbbbbbb"},
+              "z": {**TRACK, "name": "index", "id": "cccccccccccc"}, "w": {**TRACK, "name": "suite", "id": "dddddddddddd"}}
+    for folder, track in tracks.items():
+        fake_run(res / folder, seed=0, values={"loss": [0, 1, 2]}, track=track)
+    result = build([res], out=tmp_path / "lb")
+    assert sorted(t.slug for t in result.tracks) == ["a-b", "a-b-aaaaaaaaaaaa", "index-cccccccccccc",
+                                                     "suite-dddddddddddd"]
+    assert (tmp_path / "lb" / "index.md").read_text().startswith("# Leaderboards")
+
+
+# -- the paper's figures beside a track's table ---------------------------------------------------
+
+
+def test_paper_figures_beside_the_table_of_entries_that_reproduce_the_experiment(tmp_path):
+    """A registry whose toy model declares references for its smoke preset: entries keeping the
+    preset (replace) reproduce it, mix:0.5 does not; a track of another plugin shows none."""
+    from types import SimpleNamespace
+
+    from bench.components import Reference
+
+    refs = (Reference("loss", 0.5, generation=0, label="the paper's <start>"),
+            Reference("loss", 2.0, generation=9, high=3.0, label="after 9"))
+    toy = SimpleNamespace(references={"smoke": refs}, presets={"smoke": {"a": 1, "policy": "replace"}}, trainer="t", generator="g",
+                          scorer="s")
+
+    class Models:
+        def get(self, name):
+            if name != "toy":
+                raise BenchError(f"unknown model {name}")
+            return toy
+
+    res = tmp_path / "res"
+    for seed in range(2):
+        for policy in ("replace", "mix:0.5"):
+            fake_run(res, seed=seed, policy=policy, values={"loss": [0.4, 1, 2]})
+        fake_run(tmp_path / "other", seed=seed, values={"loss": [0, 1, 2]}, plugin="other",
+                 track={**TRACK, "name": "other/smoke", "id": "999999999999", "plugin": "other"})
+    out = tmp_path / "lb"
+    result = build([res, tmp_path / "other"], out=out, bench=SimpleNamespace(models=Models()))
+    (board,) = [b for b in result.boards if b.track["name"] == "toy/smoke"]
+    assert board.references == list(refs) and board.reproducing == ["replace"]
+    md = (out / "toy-smoke.md").read_text()
+    assert "Paper's figures, for the entries that reproduce the paper's experiment (replace:" in md
+    assert "- loss: paper: 0.5 at generation 0 (the paper's \\<start\\>)" in md
+    assert "- loss: paper: 2-3 at generation 9 (after 9); beyond this track's generations 0..2" in md
+    assert md.index("Paper's figures") < md.index("| rank |")  # beside the table, above it
+    page = (out / "toy-smoke.html").read_text()
+    assert '<ul class="references">' in page and "<li>loss: paper: 0.5 at generation 0 (the paper&#39;s &lt;start&gt;)" in page
+    data = json.loads((out / "toy-smoke.json").read_text())
+    assert [r["value"] for r in data["references"]] == [0.5, 2.0] and data["reproducing_entries"] == ["replace"]
+    for ext in ("md", "html"):
+        assert "figures, for the entries" not in (out / f"other-smoke.{ext}").read_text()
+    assert "references" not in json.loads((out / "other-smoke.json").read_text())
+
+
+@pytest.mark.slow
+def test_gmm_paper_runs_show_the_papers_figures(tmp_path):
+    """Real runs of the gmm paper preset (2 generations: seconds): the leaderboard page and the
+    index page show the figures bench.references gives for the preset."""
+    import bench.api as cb
+    from bench.plugins import Bench
+    from bench.references import describe, for_spec
+    from bench.suite import build_suite
+
+    res = tmp_path / "results"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for policy in ("replace", "mix:0.1"):
+            cb.run("gmm", "paper", generations=2, seeds="0", policy=policy, out=res)
+    result = build_suite([res])
+    out = res / "leaderboards"
+    (board,) = result.leaderboard.boards
+    replace = next(e for e in board.entries if e.label == "replace")
+    expected = for_spec(Bench(), replace.spec)
+    assert expected and board.references == list(expected) and board.reproducing == ["replace"]
+    md = (out / "gmm-paper.md").read_text()
+    html = (out / "gmm-paper.html").read_text()
+    site = (out / "index.html").read_text()
+    for ref in expected:
+        line = f"{ref.metric}: {describe(ref)}"
+        assert f"- {md_escape(line)}" in md
+        assert line.replace("'", "&#39;") in html and line.replace("'", "&#39;") in site

@@ -8,6 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+import bench  # noqa: E402
 import bench.api as cb  # noqa: E402
 from bench import results as R  # noqa: E402
 from bench import runfolder as RF  # noqa: E402
@@ -113,7 +114,7 @@ def test_any_local_causal_lm_and_dataset_through_the_hub_code_path(capsys, tmp_p
         "--set", "batch_size=8", "--set", "text_metric_blocks=20", "--set", "self_bleu_samples=5",
         "--out", str(tmp_path))
     assert code == 0, err
-    assert "Warning: " in err and "on the CPU" in err  # a full-size preset on a CPU says so
+    assert "on the CPU" not in err  # a model this small trains on a CPU without a warning
     run_dir = next(tmp_path.glob("hf-causal-lm-paper-mix-0.5-s0-*"))
     df = cb.metrics(run_dir)
     assert sorted(df.generation.unique()) == [0, 1]
@@ -133,8 +134,40 @@ def test_a_missing_model_or_dataset_names_it_and_the_way_out(capsys, tmp_path, l
     code, out, err = bench_cli(capsys, "run", "--plugin", "hf-causal-lm", "--preset", "paper", "--device", "cpu",
                                "--model", base["--model"], "--dataset", base["--dataset"], "--out", str(tmp_path))
     assert code == 2
-    assert named in err and "--preset smoke" in err
+    assert named in err and "--preset smoke" in err and flag + " PATH" in err
     assert "Traceback" not in err
+    if flag == "--dataset":  # a local path is checked before the run folder is made
+        assert not list(tmp_path.iterdir()), "refused before a run folder is made"
+
+
+def test_a_device_torch_lacks_is_refused_before_the_run_folder(capsys, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    code, out, err = bench_cli(capsys, "run", "--plugin", "opt125m", "--preset", "smoke", "--device", "cuda",
+                               "--out", str(tmp_path))
+    assert code == 2 and "torch sees no CUDA GPU; use --device cpu" in err and "--set device" not in err
+    assert not list(tmp_path.iterdir()), "refused before a run folder is made"
+
+
+def test_an_uncached_hub_model_on_the_smoke_preset_is_named_without_suggesting_smoke():
+    from collapse_bench_plugins import hf_data
+
+    params = cb.specs("opt125m", "smoke", set={"model": "no-such-org/no-such-model"})[0].params
+    with pytest.raises(bench.BenchError) as info:
+        hf_data.check_sources(params)
+    message = str(info.value)
+    assert "'no-such-org/no-such-model' is not in the local Hugging Face cache" in message
+    assert "--preset smoke" not in message and "--model toy-opt" in message
+
+
+def test_a_small_local_model_on_the_cpu_gets_no_speed_warning(local_model_and_data):
+    from collapse_bench_plugins import hf_lm
+
+    model_dir, data_dir = local_model_and_data
+    spec = cb.specs("hf-causal-lm", "paper", set={"device": "cpu", "model": str(model_dir),
+                                                  "dataset": str(data_dir)})[0]
+    assert hf_lm.check(spec.params) == []
+    assert hf_lm.check({**spec.params, "dataset": "synthetic", "model": "toy-opt"}) == []
 
 
 def test_continuations_must_be_as_long_as_blocks(capsys, tmp_path):

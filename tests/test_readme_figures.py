@@ -1,6 +1,7 @@
-"""The README's smoke-preset figures hold: each command's mean over its seeds is within tolerance.
+"""The README's figures hold: each smoke-figures command's mean over its seeds is within tolerance,
+and each run-figures value (one seed, quoted by README and docs/gmm.md) is what a fresh run gives.
 
-Each distinct command of the table runs once; every row about it is checked on that run.
+Each distinct command of the tables runs once; every row about it is checked on that run.
 """
 
 import re
@@ -13,14 +14,18 @@ import bench.api as cb
 from bench.cli import main
 from bench.spec import parse_seeds
 
-pytestmark = pytest.mark.slow  # every README figure is a real smoke run (about 14 minutes on 2 cores)
+# every README figure is a real run: about 14 minutes on 2 cores for the smoke figures, and 70 s of
+# CPU time more for the run figures (two 2,051-generation GMM chains and a smoke chain)
+pytestmark = pytest.mark.slow
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
-def figure_rows():
+def figure_rows(block_name="smoke-figures"):
+    """(command, metric, generation, expected, tolerance) of a README figure table: smoke-figures
+    (means over seeds) or run-figures (one seed, the single source of the figures the docs quote)."""
     text = README.read_text()
-    block = text.split("<!-- smoke-figures: begin -->")[1].split("<!-- smoke-figures: end -->")[0]
+    block = text.split(f"<!-- {block_name}: begin -->")[1].split(f"<!-- {block_name}: end -->")[0]
     rows = []
     for line in block.strip().splitlines()[2:]:
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
@@ -72,3 +77,11 @@ def test_smoke_figure(command_results, command, metric, generation, expected, to
     seeds = parse_seeds(args[args.index("--seeds") + 1]) if "--seeds" in args else [0]
     assert len(values) == len(seeds), "a README figure is the mean over the command's seeds"
     assert abs(values.mean() - expected) <= tolerance, f"{command}: {metric} mean {values.mean():.4f}"
+
+
+@pytest.mark.parametrize("command, metric, generation, expected, tolerance", figure_rows("run-figures"))
+def test_run_figure(command_results, command, metric, generation, expected, tolerance):
+    df = command_results(command)
+    values = df[(df.metric == metric) & (df.generation == generation)].value
+    assert len(values) == 1, "a run-figures row is one seed's value"
+    assert abs(values.iloc[0] - expected) <= tolerance, f"{command}: {metric} {values.iloc[0]:.6g}"

@@ -291,6 +291,22 @@ def test_lm_run_gets_figure1_and_hides_throughput(lm_run, tmp_path):
     assert asked and all(n.startswith("throughput") or n == "figure1.png" for n in asked)
 
 
+@pytest.mark.slow
+def test_figure1_says_which_way_sampled_text_moves(lm_run, tmp_path):
+    """The smoke preset samples (the paper used beam search): the figure and the report's caption
+    say that its histograms move to higher perplexity, not pile up at low perplexity."""
+    runs = P.load_runs([lm_run])
+    assert P.decoding(runs[0].spec) == "sampling" and runs[0].references == ()  # smoke: no paper figures
+    fig = P.draw_figure1(runs)
+    assert fig.get_supxlabel().startswith("Decoded by sampling, unlike the paper")
+    hist = fig.axes[0]
+    assert hist.get_xscale() == "log"
+    labelled = [t for t in hist.get_xticklabels(which="both") if t.get_text()]
+    assert 0 < len(labelled) <= P.LOG_TICKS and not any("times" in t.get_text() for t in labelled)
+    (page,) = RP.report([lm_run], tmp_path, metrics=["test-perplexity"])
+    assert "Decoded by sampling, unlike the paper" in DomText(page.read_text()).text
+
+
 def test_image_grid_hook(tmp_path, vector_runs):
     rng = np.random.default_rng(0)
     for shape in ((5, 8, 8), (4, 8, 8, 3), (4, 3, 8, 8), (3, 1, 6, 6)):
@@ -409,6 +425,7 @@ def test_track_page_tables_show_seed_bands(vector_runs, tmp_path):
     for policy in ("replace", "mix:0.2"):
         values = df[(df.policy == policy) & (df.metric == "gaussian-w2sq") & (df.generation == 3)].value.to_numpy()
         lo, hi = stats.t.interval(0.95, 2, loc=values.mean(), scale=stats.sem(values))
+        lo = max(lo, 0.0)  # a squared distance is never negative: the band stops at 0
         cell = f"{P.fmt(values.mean())} [{P.fmt(lo)}, {P.fmt(hi)}]"
         assert f"gaussian-w2sq lower {policy} 3 " in text and cell in text, (policy, cell)
     assert "0, 1, 2" in text  # the seeds of each entry

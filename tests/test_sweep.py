@@ -131,6 +131,38 @@ def test_extending_generations_reruns_and_dry_run_shows_what_is_finished(capsys,
     assert R.finished_generations(R.find_runs([out])[0]) == 6
 
 
+def test_a_finished_run_longer_than_the_grid_is_named_with_its_own_track(capsys, tmp_path):
+    """The README's order: a 60-generation `bench run`, then a 15-generation grid over the same
+    folder. The longer run is skipped as it is; the dry run, the sweep's log, its printed summary
+    and the JSON say so, and the JSON gives each run's track so that readers never mix them."""
+    out = tmp_path / "r"
+    cb.run("gaussian", seeds=0, generations=5, out=out)
+    (tmp_path / "s.yaml").write_text("plugin: gaussian\ngenerations: 3\ngrid:\n  seed: [0, 1]\n")
+    code, stdout, _ = bench_cli(capsys, "sweep", tmp_path / "s.yaml", "--out", out, "--dry-run")
+    assert code == 0
+    lines = stdout.splitlines()
+    assert lines[0].startswith("finished (skip)") and "-s0-" in lines[0]
+    assert "holds generations 0..5, more than this grid's 3" in lines[1]
+    assert "ranks on the 5-generation track" in lines[1] and "generations: 5" in lines[1]
+    assert lines[2].startswith("new") and "-s1-" in lines[2]
+    assert "1 finished run(s) hold more generations than the grid" in lines[-1]
+
+    code, stdout, stderr = bench_cli(capsys, "sweep", tmp_path / "s.yaml", "--out", out, "--workers", "1")
+    assert code == 0 and "1 done, 1 skipped" in stdout
+    assert "holds generations 0..5" in stderr  # the log, before the runs start
+    assert "skipped:" in stdout and "ranks on the 5-generation track" in stdout
+    (summary,) = summaries(out)
+    rows = {r["seed"]: r for r in summary["runs"]}
+    assert rows[0]["note"] and rows[1]["note"] is None
+    assert rows[0]["track"]["generations"] == 5 and rows[1]["track"]["generations"] == 3
+    assert rows[0]["track"]["id"] != rows[1]["track"]["id"] and rows[0]["track"]["name"] == "gaussian/smoke"
+
+    # The same grid over runs of its own length: one track, no note.
+    (tmp_path / "s.yaml").write_text("plugin: gaussian\ngenerations: 5\ngrid:\n  seed: [0]\n")
+    code, stdout, _ = bench_cli(capsys, "sweep", tmp_path / "s.yaml", "--out", out, "--dry-run")
+    assert "holds generations" not in stdout and "track of their own" not in stdout
+
+
 @pytest.mark.slow
 def test_one_failing_run_does_not_stop_the_others(capsys, tmp_path):
     # The std = 3 run cannot make its folder (a file stands in its place): it fails when it starts.
