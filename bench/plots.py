@@ -274,12 +274,18 @@ def by_entry(runs: Sequence[RunData]) -> dict[str, list[RunData]]:
 
 def metric_names(runs: Sequence[RunData], metrics: Sequence[str] | None = None) -> list[str]:
     """The metric row names of the runs, in first-seen order. ``metrics`` selects names (each
-    covers ``name`` and ``name/<key>``); without it every row but ``throughput/...``."""
+    covers ``name`` and ``name/<key>``); without it every row but ``throughput/...`` and the rows
+    with no finite value in any run (a metric the data cannot give, e.g. the ``true-*`` text
+    metrics on real data, whose rows are NaN): asked for by name, those are drawn too."""
     names: dict[str, None] = {}
     for r in runs:
         names.update(dict.fromkeys(r.metrics["metric"].tolist()))
     if metrics is None:
-        return [n for n in names if not n.startswith(THROUGHPUT)]
+        finite: set[str] = set()
+        for r in runs:
+            values = np.asarray(r.metrics["value"], dtype=float)
+            finite.update(r.metrics["metric"][np.isfinite(values)].tolist())
+        return [n for n in names if not n.startswith(THROUGHPUT) and n in finite]
     return [n for n in names if any(n == m or n.startswith(m.rstrip("/") + "/") for m in metrics)]
 
 

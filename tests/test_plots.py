@@ -202,3 +202,15 @@ def test_figure1_note_follows_the_decoding():
     beam.entry, beam.label = "other", "beam5"
     mixed = P.figure1_note([sampled, beam])
     assert mixed.startswith("replace: decoded by sampling") and "; beam5: decoded by beam search" in mixed
+
+
+def test_rows_with_no_finite_value_are_not_drawn_unless_asked(tmp_path):
+    """A metric the data cannot give (NaN in every run, as the true-* text metrics on real data)
+    gets no empty plot or table row by default; asked for by name it is still drawn."""
+    import types
+
+    table = pd.DataFrame({"metric": ["a", "a", "true-x", "true-x", "b"],
+                          "value": [1.0, 2.0, np.nan, None, np.inf]})
+    run = types.SimpleNamespace(metrics=table)
+    assert P.metric_names([run]) == ["a"]
+    assert P.metric_names([run], ["true-x"]) == ["true-x"]
