@@ -96,6 +96,8 @@ class RealData:
     record (model revision or folder fingerprint, tokenizer hash, ...). ``source`` names the data
     source independently of the seed (a distribution and sample sizes, a dataset), so that runs of
     one protocol with different seeds share a leaderboard track; empty means ``fingerprint``.
+    ``true_token_loglik`` (token sources only) gives, for (n, L) token samples, the true
+    log-probability of every token given the tokens before it in its block, an (n, L) array.
     """
 
     train: Samples
@@ -106,6 +108,7 @@ class RealData:
     fingerprint: str = ""
     provenance: Mapping[str, Any] = field(default_factory=dict)
     source: str = ""
+    true_token_loglik: Callable[[Samples], np.ndarray] | None = None
 
 
 def no_report(what: str, done: int, total: int | None) -> None:
@@ -283,6 +286,10 @@ class ModelBundle:
     ``references`` maps a preset name to the paper's figures for it (:class:`Reference`); they
     are drawn on plots, reports and leaderboard pages of runs of that preset whose parameters and
     policy are the preset's own (:func:`bench.references.for_spec`).
+    ``preflight(params)`` runs only when a run is about to execute (not for ``--dry-run`` or a
+    sweep's plan), after ``check`` and before the run folder is made: for checks of what this
+    machine has (a GPU, a model in the local cache when the hub is offline). It raises BenchError
+    to refuse, so that no failed run folder is left behind.
     """
 
     name: str
@@ -304,6 +311,7 @@ class ModelBundle:
     headline: "Headline | None" = None
     files: Mapping[str, str] = field(default_factory=dict)
     references: Mapping[str, Sequence[Reference]] = field(default_factory=dict)
+    preflight: Callable[[Params], None] | None = None
 
     def features(self, params: Params) -> frozenset[str]:
         """What this bundle's data source offers for these params (see :data:`FEATURES`)."""

@@ -344,6 +344,8 @@ class Run:
         self._warnings = list(self.bundle.check(self.spec.params) if self.bundle.check else ())
         if not 0 <= self.spec.seed < 2**63:  # metrics.parquet stores it as int64
             raise BenchError(f"seed {self.spec.seed} is out of range: seeds are integers from 0 to 2**63 - 1")
+        if self.bundle.preflight is not None:  # what this machine has: refused before a folder exists
+            self.bundle.preflight(self.spec.params)
         _make_dir(self.path)
         with FolderLock(self.path / ".lock", f"run folder {self.path}"):
             return self._execute_locked(progress)

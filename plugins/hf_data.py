@@ -267,7 +267,8 @@ def load_real(request: RealRequest) -> RealData:
     """The real data of a run: token blocks of every split, with fingerprint and provenance.
 
     The data does not depend on ``seed``: every seed of a spec sees the same blocks. For the
-    synthetic source ``true_loglik`` is the source's exact block log-likelihood.
+    synthetic source ``true_loglik`` is the source's exact block log-likelihood and
+    ``true_token_loglik`` its exact log-probability of each token given the ones before it.
     """
     params = request.params
     p = {**DATA_PARAMS, **params}
@@ -281,7 +282,7 @@ def load_real(request: RealRequest) -> RealData:
 
 def _load_real(p: Mapping[str, Any], block_size: int, max_blocks: int | None, fraction: float) -> RealData:
     tokenizer = get_tokenizer(p)
-    true_loglik = None
+    true_loglik = true_token_loglik = None
     if p["dataset"] == SYNTHETIC_DATASET:
         from collapse_bench_plugins.lm_source import synthetic_corpus
 
@@ -292,6 +293,9 @@ def _load_real(p: Mapping[str, Any], block_size: int, max_blocks: int | None, fr
 
         def true_loglik(samples: Samples) -> np.ndarray:
             return np.asarray(corpus.block_loglik(samples.data), dtype=np.float64)
+
+        def true_token_loglik(samples: Samples) -> np.ndarray:
+            return corpus.token_loglik(samples.data)
     else:
         name = str(p["tokenizer"] or p["model"])
         data = _real_blocks(name, _text_or_none(p["revision"]), str(p["dataset"]), _text_or_none(p["dataset_config"]),
@@ -314,7 +318,8 @@ def _load_real(p: Mapping[str, Any], block_size: int, max_blocks: int | None, fr
     }
     return RealData(train=samples["train"], validation=samples["validation"], test=samples["test"],
                     true_loglik=true_loglik, fingerprint=data.fingerprint, provenance=provenance,
-                    source=data.fingerprint)  # the same for every seed, so the track is unchanged
+                    source=data.fingerprint,  # the same for every seed, so the track is unchanged
+                    true_token_loglik=true_token_loglik)
 
 
 @functools.lru_cache(maxsize=4)

@@ -88,6 +88,12 @@ PRESETS = {
 }
 
 
+def preflight(params) -> None:
+    """Before a run executes (not for dry runs): with the hub offline, a model, tokenizer or
+    dataset that is not in the local cache is refused before the run folder is made."""
+    hf_data.check_sources(params, hub=True)
+
+
 def check(params) -> list[str]:
     """Refuse impossible settings, a device torch does not have, and a local model, tokenizer or
     dataset path that does not exist (hf_data.check_sources; nothing is loaded), all before the run
@@ -100,8 +106,8 @@ def check(params) -> list[str]:
             f"--set block_size={params['new_tokens']} --set new_tokens={params['new_tokens']}."
         )
     device = hf_model.resolve_device(params)
-    # Local paths only: a hub id offline and not cached is found when the run loads it, as a spec
-    # of the paper preset must still resolve offline (dry runs, sweeps, reference figures).
+    # Local paths only here: a spec of the paper preset must still resolve offline (dry runs,
+    # sweeps, reference figures). A hub id offline and not cached is refused by preflight.
     hf_data.check_sources(params, hub=False)
     if params.get("model") == hf_data.TOY_MODEL or device.type != "cpu":
         return []
@@ -195,6 +201,7 @@ def _bundle(name: str, description: str, model: str, references=None) -> bench.M
         default_preset="smoke",
         description=description,
         check=check,
+        preflight=preflight,
         throughput=True,
         leaderboard_metrics=("test-perplexity", "perplexity-drift", "tail-mass", "oos-mass", "distinct-n",
                              "rare-type-mass", "self-bleu"),

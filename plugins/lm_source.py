@@ -15,8 +15,8 @@ it is Zipf-like and computed to float precision.
 
 ``synthetic_corpus(params)`` builds a :class:`SyntheticCorpus` from the ``source_*`` params alone
 (not the run seed; cached in-process): a word-level tokenizer, train/validation/test token streams
-(each an independent run of the chain started from pi), the exact block log-likelihood, and the
-true stationary probability of every token id. Formulas and defaults: docs/lm-source.md.
+(each an independent run of the chain started from pi), the exact block and per-token
+log-likelihoods, and the true stationary probability of every token id. Formulas and defaults: docs/lm-source.md.
 """
 
 from __future__ import annotations
@@ -211,6 +211,30 @@ class SyntheticCorpus:
         if w.shape[1] > 1:
             ll = ll + self.transition_logprob(w[:, :-1], w[:, 1:]).sum(axis=1)
         return np.where(bad, -np.inf, ll)
+
+    def token_loglik(self, blocks: np.ndarray) -> np.ndarray:
+        """Exact log-probability (nats) of each token of an (n, L) array of token ids given the tokens
+        before it in its row: log pi(x_1) for the first, log P(x_t | x_{t-1}) after it; (n, L) float64.
+
+        Where the row is a word, the row sums are :meth:`block_loglik`. A special, unknown or
+        out-of-range id scores -inf, and the word after it log pi (the chain starts afresh after a
+        break, as a block does), so that one bad id marks one token, not the rest of its row.
+        """
+        x = np.asarray(blocks)
+        if x.ndim != 2:
+            raise ValueError(f"token_loglik wants an (n, L) array of token ids, got shape {x.shape}")
+        if not np.issubdtype(x.dtype, np.integer):
+            raise ValueError(f"token ids must be integers, got dtype {x.dtype}")
+        w = x.astype(np.int64) - N_SPECIALS
+        bad = (w < 0) | (w >= self.vocab)
+        w = np.where(bad, 0, w)
+        with np.errstate(divide="ignore"):
+            out = np.log(self.stationary[w])  # the first token, and every word after a bad id
+        if w.shape[1] > 1:
+            after_word = ~bad[:, :-1]
+            out[:, 1:] = np.where(after_word, self.transition_logprob(w[:, :-1], w[:, 1:]), out[:, 1:])
+        out[bad] = -np.inf
+        return out
 
     def sample_stream(self, n_tokens: int, rng: np.random.Generator) -> np.ndarray:
         """One continuous run of ``n_tokens`` token ids (int64), started from pi."""

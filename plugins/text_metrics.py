@@ -9,9 +9,11 @@ logarithmic ones:
 - ``unigram-entropy``: difference (nats), generated minus real;
 - ``rare-type-mass``: share of generated tokens of the real corpus's rare types, over the share in
   the real test set;
-- ``true-head-mass``, ``true-tail-mass``, ``true-oos-mass``, ``true-nll-shift``: the bands of
-  :func:`collapse_bench_plugins.metrics.mass_bands` and the per-token NLL, scored by the exact
-  source (``ctx.real.true_loglik``) instead of M_0; NaN where the source has no exact likelihood.
+- ``true-head-mass``, ``true-tail-mass``, ``true-oos-mass``: the bands of
+  :func:`collapse_bench_plugins.metrics.mass_bands` over single tokens, each scored by its exact
+  log-probability given its prefix (``ctx.real.true_token_loglik``) instead of by M_0;
+  ``true-nll-shift``: the per-token NLL under the exact source (``ctx.real.true_loglik``). NaN
+  where the source has no exact likelihood.
 
 The formulas are plain NumPy functions (``distinct_n``, ``type_token_ratio``, ``unigram_entropy``,
 ``sentence_bleu``, ``self_bleu``, ``rare_types``, ``type_share``, ``ratio``); docs/text-metrics.md
@@ -300,13 +302,34 @@ def _true_scores(ctx: MetricContext):
     return ctx.cached("text:true-scores", compute)
 
 
+def _true_token_scores(ctx: MetricContext):
+    """The exact log-probability of every token given its prefix, flattened, for the real test set
+    and for S_{k+1}; None when the data source gives none (``RealData.true_token_loglik``)."""
+    if ctx.real.true_token_loglik is None:
+        return None
+
+    def compute():
+        out = []
+        for samples in (ctx.real.test, ctx.samples):
+            ll = np.asarray(ctx.real.true_token_loglik(samples), dtype=np.float64)
+            if ll.shape != samples.data.shape:
+                raise ValueError(f"true_token_loglik gave an array of shape {ll.shape} for token "
+                                 f"samples of shape {samples.data.shape}; it must give one value per token")
+            out.append(ll.reshape(-1))
+        return tuple(out)
+
+    return ctx.cached("text:true-token-scores", compute)
+
+
 def _true_bands(ctx: MetricContext) -> dict[str, float] | None:
-    scores = _true_scores(ctx)
+    """mass_bands over tokens: the real test tokens' exact log-probabilities set the thresholds, the
+    tokens of S_{k+1} are classified."""
+    scores = _true_token_scores(ctx)
     if scores is None:
         return None
     alpha = _alpha(ctx)
-    (lr, ur), (lg, ug) = scores
-    return ctx.cached(f"text:true-bands:{alpha!r}", lambda: mass_bands(lr / ur, lg / ug, alpha))
+    real, generated = scores
+    return ctx.cached(f"text:true-token-bands:{alpha!r}", lambda: mass_bands(real, generated, alpha))
 
 
 def compute_true_head_mass(ctx: MetricContext) -> float:
@@ -337,6 +360,8 @@ def compute_true_nll_shift(ctx: MetricContext) -> float:
 # --------------------------------------------------------------------------------------------------
 
 _TOKENS = ("tokens",)
+# 2: bands over tokens (the real test tokens set the thresholds); 1 was over 64-token blocks
+_TRUE_BANDS_VERSION = "2"
 
 METRICS = (
     Metric(
@@ -388,7 +413,9 @@ METRICS = (
         direction="target",
         target=1.0,
         kinds=_TOKENS,
-        description="head-mass with per-token log-likelihoods of the exact source",
+        description="head-mass of single tokens, each scored by its exact log-probability given its "
+        "prefix under the data source (NaN where the source has none)",
+        version=_TRUE_BANDS_VERSION,
     ),
     Metric(
         name="true-tail-mass",
@@ -396,14 +423,18 @@ METRICS = (
         direction="target",
         target=1.0,
         kinds=_TOKENS,
-        description="tail-mass with per-token log-likelihoods of the exact source",
+        description="tail-mass of single tokens, each scored by its exact log-probability given its "
+        "prefix under the data source (NaN where the source has none)",
+        version=_TRUE_BANDS_VERSION,
     ),
     Metric(
         name="true-oos-mass",
         compute=compute_true_oos_mass,
         direction="lower",
         kinds=_TOKENS,
-        description="oos-mass with per-token log-likelihoods of the exact source",
+        description="oos-mass of single tokens, each scored by its exact log-probability given its "
+        "prefix under the data source (NaN where the source has none)",
+        version=_TRUE_BANDS_VERSION,
     ),
     Metric(
         name="true-nll-shift",

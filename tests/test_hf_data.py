@@ -429,6 +429,7 @@ def test_synthetic_source_blocks_and_exact_loglik():
         n = len(stream) // 16
         np.testing.assert_array_equal(getattr(real, split).data, stream[: n * 16].reshape(n, 16))
     np.testing.assert_allclose(real.true_loglik(real.test), corpus.block_loglik(real.test.data))
+    np.testing.assert_array_equal(real.true_token_loglik(real.test), corpus.token_loglik(real.test.data))
     assert real.fingerprint == corpus.fingerprint == real.provenance["dataset_fingerprint"]
     assert real.provenance["tokenizer_hash"] == hf_data.tokenizer_hash(corpus.tokenizer)
     assert real.provenance["splits_made_from_train"] == []

@@ -251,3 +251,40 @@ def test_default_corpus_is_pinned():
 def test_bad_params_name_the_parameter(key, value):
     with pytest.raises(BenchError, match=key):
         S.synthetic_corpus({key: value})
+
+
+def test_token_loglik_on_a_two_word_source_by_hand():
+    """Seed 3 pins the successors 0 -> 1 and 1 -> 0, so with lam = 0.1 and u = (2/3, 1/3):
+    P(1|0) = 0.9 + 0.1/3 = 14/15, P(0|0) = 1/15, P(0|1) = 0.9 + 0.2/3 = 29/30, P(1|1) = 1/30, and
+    pi_0 = P(0|1) / (P(1|0) + P(0|1)) = (29/30) / (57/30) = 29/57."""
+    c = S.synthetic_corpus({"source_vocab": 2, "source_branching": 1, "source_smoothing": 0.1,
+                            "source_tokens": 30, "source_seed": 3})
+    assert c.successors[:, 0].tolist() == [1, 0]
+    p = {(0, 0): 1 / 15, (0, 1): 14 / 15, (1, 0): 29 / 30, (1, 1): 1 / 30}
+    pi = {0: 29 / 57, 1: 28 / 57}
+    log = math.log
+    blocks = np.array([[3, 3, 4, 4, 3],  # words 0 0 1 1 0
+                       [4, 0, 3, 4, 9],  # 1 <pad> 0 1 out-of-range
+                       [2, 4, 1, 1, 4]])  # <unk> 1 </s> </s> 1
+    expect = [[log(pi[0]), log(p[0, 0]), log(p[0, 1]), log(p[1, 1]), log(p[1, 0])],
+              [log(pi[1]), -math.inf, log(pi[0]), log(p[0, 1]), -math.inf],
+              [-math.inf, log(pi[1]), -math.inf, -math.inf, log(pi[1])]]
+    got = c.token_loglik(blocks)
+    assert got.shape == (3, 5) and got.dtype == np.float64
+    np.testing.assert_allclose(got, expect, rtol=1e-12)
+    # a row of words sums to its block log-likelihood; a row with a bad id sums to -inf as it does
+    np.testing.assert_allclose(got.sum(axis=1), c.block_loglik(blocks), rtol=1e-12)
+    with pytest.raises(ValueError, match="shape"):
+        c.token_loglik(np.array([3, 4]))
+    with pytest.raises(ValueError, match="integers"):
+        c.token_loglik(np.array([[3.0, 4.0]]))
+
+
+def test_token_loglik_on_the_default_corpus_matches_dense_algebra():
+    c = S.synthetic_corpus({})
+    blocks = c.splits["test"][: 40 * 64].reshape(40, 64)
+    p, w = c.transition_matrix(), blocks - S.N_SPECIALS
+    got = c.token_loglik(blocks)
+    np.testing.assert_allclose(got[:, 0], np.log(c.stationary[w[:, 0]]), rtol=1e-12)
+    np.testing.assert_allclose(got[:, 1:], np.log(p[w[:, :-1], w[:, 1:]]), rtol=1e-12)
+    np.testing.assert_allclose(got.sum(axis=1), c.block_loglik(blocks), rtol=1e-12)

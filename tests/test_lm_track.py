@@ -136,8 +136,19 @@ def test_a_missing_model_or_dataset_names_it_and_the_way_out(capsys, tmp_path, l
     assert code == 2
     assert named in err and "--preset smoke" in err and flag + " PATH" in err
     assert "Traceback" not in err
-    if flag == "--dataset":  # a local path is checked before the run folder is made
-        assert not list(tmp_path.iterdir()), "refused before a run folder is made"
+    # a local path by check, an uncached hub id (the hub is offline in tests) by preflight: both
+    # before the run folder is made
+    assert not list(tmp_path.iterdir()), "refused before a run folder is made"
+
+
+def test_an_uncached_hub_model_leaves_no_run_folder_but_a_dry_run_resolves(capsys, tmp_path):
+    code, out, err = bench_cli(capsys, "run", "--plugin", "opt125m", "--preset", "smoke", "--model",
+                               "no-such-org/no-such-model", "--out", str(tmp_path))
+    assert code == 2 and "is not in the local Hugging Face cache" in err and "Traceback" not in err
+    assert not list(tmp_path.iterdir()), "refused before a run folder is made"
+    code, out, err = bench_cli(capsys, "run", "--plugin", "opt125m", "--preset", "paper", "--dry-run",
+                               "--out", str(tmp_path))
+    assert code == 0 and '"run_id"' in out, "a dry run of the paper preset resolves offline"
 
 
 def test_a_device_torch_lacks_is_refused_before_the_run_folder(capsys, tmp_path):

@@ -19,8 +19,9 @@ def tok(x) -> Samples:
     return Samples("tokens", np.asarray(x, dtype=np.int64))
 
 
-def make_ctx(samples, train, test=None, params=None, true_loglik=None) -> MetricContext:
-    real = RealData(train=tok(train), test=tok(test if test is not None else train), true_loglik=true_loglik)
+def make_ctx(samples, train, test=None, params=None, true_loglik=None, true_token_loglik=None) -> MetricContext:
+    real = RealData(train=tok(train), test=tok(test if test is not None else train), true_loglik=true_loglik,
+                    true_token_loglik=true_token_loglik)
     bundle = ModelBundle(name="fake-lm", kind="tokens", load_real=lambda p, s: real, trainer="t",
                          generator="g", scorer="s")
     return MetricContext(generation=1, bundle=bundle, params=params or {}, real=real, state={},
@@ -32,7 +33,12 @@ def source_ctx(samples, params=None):
     c = S.synthetic_corpus(TINY)
     train = c.splits["train"][: len(c.splits["train"]) // L * L].reshape(-1, L)
     test = c.splits["test"][: len(c.splits["test"]) // L * L].reshape(-1, L)
-    return c, make_ctx(samples, train, test, params, true_loglik=lambda s: c.block_loglik(s.data))
+    return c, make_ctx(samples, train, test, params, **exact(c))
+
+
+def exact(c):
+    """The exact likelihoods of a corpus as a RealData passes them on (plugins/hf_data.py)."""
+    return {"true_loglik": lambda s: c.block_loglik(s.data), "true_token_loglik": lambda s: c.token_loglik(s.data)}
 
 
 def joined(x) -> str:
@@ -189,34 +195,72 @@ def test_rare_type_mass_by_hand():
 
 
 def _hand_per_token(c, blocks):
+    """log pi(w_1), then log P(w_t | w_{t-1}) from the dense matrix, token by token: (n, L)."""
     p, pi = c.transition_matrix(), c.stationary
     out = []
     for b in np.asarray(blocks).tolist():
-        if min(b) < S.N_SPECIALS:
-            out.append(-math.inf)
-            continue
         w = [t - S.N_SPECIALS for t in b]
-        out.append((math.log(pi[w[0]]) + sum(math.log(p[a, z]) for a, z in zip(w, w[1:]))) / len(b))
+        out.append([math.log(pi[w[0]])] + [math.log(p[a, z]) for a, z in zip(w, w[1:])])
     return np.array(out)
+
+
+def test_true_bands_by_hand_on_a_two_word_chain():
+    """Words 0, 1 (token ids 3, 4); seed 3 pins the successors 0 -> 1, 1 -> 0, so with lam = 0.1:
+    P(1|0) = 14/15, P(0|0) = 1/15, P(0|1) = 29/30, P(1|1) = 1/30, pi = (29/57, 28/57).
+    Six per-token values, in increasing order: p00 < pi1 < pi0 < p01 < p10, and p11 below them all."""
+    c = S.synthetic_corpus({"source_vocab": 2, "source_branching": 1, "source_smoothing": 0.1,
+                            "source_tokens": 30, "source_seed": 3})
+    assert c.successors[:, 0].tolist() == [1, 0]
+    log = math.log
+    p00, p01, p10, p11 = log(1 / 15), log(14 / 15), log(29 / 30), log(1 / 30)
+    pi0, pi1 = log(29 / 57), log(28 / 57)
+    a, b, pad = 3, 4, 0  # the token ids of words 0 and 1, and <pad>
+    test = [[a, b, a, b],  # pi0 p01 p10 p01
+            [b, a, b, a],  # pi1 p10 p01 p10
+            [a, a, b, a],  # pi0 p00 p01 p10
+            [a, b, a, b]]  # pi0 p01 p10 p01
+    np.testing.assert_allclose(c.token_loglik(np.array(test)),
+                               [[pi0, p01, p10, p01], [pi1, p10, p01, p10], [pi0, p00, p01, p10],
+                                [pi0, p01, p10, p01]], rtol=1e-12)
+    # 16 real tokens sorted: p00, pi1, pi0 x3, p01 x6, p10 x5. With alpha 0.3 the alpha-quantile sits
+    # at (16 - 1) 0.3 = 4.5, between pi0 and p01, the (1 - alpha)-quantile at 10.5, between p01 and
+    # p10; the minimum is p00. So: head = p10; tail = p00, pi1, pi0; oos = p11 and specials.
+    gen = [[b, b, b, b],  # pi1 p11 p11 p11: tail, oos x3
+           [b, a, b, a],  # pi1 p10 p01 p10: tail, head, -, head
+           [a, a, a, a],  # pi0 p00 p00 p00: tail x4 (p00 is the real minimum, inside the tail)
+           [pad, a, b, a]]  # -inf, then a fresh start: oos, pi0 tail, p01 -, p10 head
+    assert p11 < p00
+    np.testing.assert_allclose(c.token_loglik(np.array(gen))[[0, 3]],
+                               [[pi1, p11, p11, p11], [-math.inf, pi0, p01, p10]], rtol=1e-12)
+    ctx = make_ctx(gen, test, test, params={"tail_alpha": 0.3}, **exact(c))
+    assert T.compute_true_head_mass(ctx) == pytest.approx(3 / 16 / 0.3)
+    assert T.compute_true_tail_mass(ctx) == pytest.approx(7 / 16 / 0.3)
+    assert T.compute_true_oos_mass(ctx) == pytest.approx(4 / 16)
+    # the real test tokens themselves: 5 of 16 in the head, 5 in the tail, none out of support
+    ctx = make_ctx(test, test, test, params={"tail_alpha": 0.3}, **exact(c))
+    assert T.compute_true_head_mass(ctx) == pytest.approx(5 / 16 / 0.3)
+    assert T.compute_true_tail_mass(ctx) == pytest.approx(5 / 16 / 0.3)
+    assert T.compute_true_oos_mass(ctx) == 0.0
 
 
 def test_true_bands_on_a_tiny_source():
     c, ctx = source_ctx(np.zeros((1, L), dtype=np.int64))
     test = ctx.real.test.data
-    r = _hand_per_token(c, test)
+    r = _hand_per_token(c, test).reshape(-1)  # per token: the bands are over tokens, not blocks
     lo, hi, m = np.quantile(r, 0.1), np.quantile(r, 0.9), r.min()
 
-    # the most probable block of the source, repeated: all head
-    import itertools
-    words = range(S.N_SPECIALS, S.N_SPECIALS + c.vocab)
-    every = np.array(list(itertools.product(words, repeat=L)))
-    top = every[np.argmax(c.block_loglik(every))]
-    assert _hand_per_token(c, [top])[0] > hi
+    # the source's most probable transition, repeated: tokens are classified one by one (the
+    # expected shares counted here from the dense matrix and NumPy's quantiles)
+    p = c.transition_matrix()
+    top_a, top_b = np.unravel_index(np.argmax(p), p.shape)
+    top = np.array([S.N_SPECIALS + (top_a, top_b)[i % 2] for i in range(L)])
+    t = _hand_per_token(c, [top])[0]
     _, ctx = source_ctx(np.tile(top, (50, 1)))
-    assert T.compute_true_head_mass(ctx) == pytest.approx(1 / 0.1)
-    assert T.compute_true_tail_mass(ctx) == 0.0 and T.compute_true_oos_mass(ctx) == 0.0
-    nll_top = -_hand_per_token(c, [top])[0]
-    assert T.compute_true_nll_shift(ctx) == pytest.approx(nll_top - (-r.mean()), rel=1e-10)
+    assert T.compute_true_head_mass(ctx) == pytest.approx(np.mean(t > hi) / 0.1)
+    assert T.compute_true_tail_mass(ctx) == pytest.approx(np.mean((t >= m) & (t < lo)) / 0.1)
+    assert T.compute_true_oos_mass(ctx) == 0.0
+    # true-nll-shift stays the pooled per-token NLL difference
+    assert T.compute_true_nll_shift(ctx) == pytest.approx(-t.mean() - (-r.mean()), rel=1e-10)
 
     # the real test set itself: the shares counted here with NumPy's quantiles
     _, ctx = source_ctx(test, params={"tail_alpha": 0.2})
@@ -226,14 +270,37 @@ def test_true_bands_on_a_tiny_source():
     assert T.compute_true_oos_mass(ctx) == 0.0
     assert T.compute_true_nll_shift(ctx) == pytest.approx(0.0, abs=1e-12)
 
-    # a block holding a special token, and a block less probable than every real one
-    low = every[np.argmin(c.block_loglik(every))]
-    assert _hand_per_token(c, [low])[0] < m
-    gen = np.array([test[0], [0, 4, 5, 6, 7], low, low])
+    # a special token is out of support alone (the word after it starts afresh); the least probable
+    # transition occurs in this test set, so it is the real minimum and falls inside the tail band
+    low_a, low_b = np.unravel_index(np.argmin(p), p.shape)
+    assert math.log(p[low_a, low_b]) == pytest.approx(m, rel=1e-12)
+    low = np.array([S.N_SPECIALS + (low_a, low_b)[i % 2] for i in range(L)])
+    gen = np.array([test[0], [0, *test[0][1:]], low])
+    h = _hand_per_token(c, gen)
+    h[1, 0], h[1, 1] = -math.inf, math.log(c.stationary[test[0][1] - S.N_SPECIALS])
+    h = h.reshape(-1)
     _, ctx = source_ctx(gen)
-    assert T.compute_true_oos_mass(ctx) == pytest.approx(3 / 4)
+    assert T.compute_true_oos_mass(ctx) == pytest.approx(1 / (3 * L))
+    assert T.compute_true_tail_mass(ctx) == pytest.approx(np.mean((h >= m) & (h < lo)) / 0.1)
+    assert T.compute_true_head_mass(ctx) == pytest.approx(np.mean(h > hi) / 0.1)
     assert T.compute_true_nll_shift(ctx) == math.inf
-    assert T.compute_true_head_mass(ctx) == pytest.approx((r[0] > hi) / 4 / 0.1)
+
+
+def test_true_token_loglik_of_the_wrong_shape_is_an_error():
+    c, _ = source_ctx(np.zeros((1, L), dtype=np.int64))
+    ctx = make_ctx(np.full((2, L), 3), [[3] * L], true_token_loglik=lambda s: c.block_loglik(s.data))
+    with pytest.raises(ValueError, match="one value per token"):
+        T.compute_true_head_mass(ctx)
+
+
+def test_a_block_likelihood_alone_leaves_the_bands_nan():
+    """A source with true_loglik but no true_token_loglik: the NLL shift, and NaN bands."""
+    c, _ = source_ctx(np.zeros((1, L), dtype=np.int64))
+    test = c.splits["test"][: 10 * L].reshape(-1, L)
+    ctx = make_ctx(test, test, test, true_loglik=lambda s: c.block_loglik(s.data))
+    assert T.compute_true_nll_shift(ctx) == pytest.approx(0.0, abs=1e-12)
+    for f in (T.compute_true_head_mass, T.compute_true_tail_mass, T.compute_true_oos_mass):
+        assert math.isnan(f(ctx))
 
 
 def test_fresh_source_blocks_sit_near_the_real_bands():
@@ -243,7 +310,7 @@ def test_fresh_source_blocks_sit_near_the_real_bands():
     train = c.splits["train"].reshape(-1, 64)
     test = c.splits["test"][: 156 * 64].reshape(-1, 64)
     gen = c.sample_blocks(len(train), 64, np.random.default_rng(5))
-    ctx = make_ctx(gen, train, test, true_loglik=lambda s: c.block_loglik(s.data))
+    ctx = make_ctx(gen, train, test, **exact(c))
     d = T.compute_distinct_n(ctx)
     for n in "1234":
         assert d[n] == pytest.approx(1.0, abs=0.05)
