@@ -4,6 +4,9 @@ and each run-figures value (one seed, quoted by README and docs/gmm.md) is what 
 Each distinct command of the tables runs once; every row about it is checked on that run.
 """
 
+import contextlib
+import io
+import json
 import re
 import shlex
 from pathlib import Path
@@ -38,22 +41,32 @@ def figure_rows(block_name="smoke-figures"):
 def command_results(tmp_path_factory):
     """Runs a README command once and returns its runs' metrics. Every command writes into one
     results folder, so commands differing only in policy share generation 0 (its .gen0 cache)."""
-    from bench.runfolder import find_runs
-
     out = tmp_path_factory.mktemp("readme")
     done = {}
+
+    def folders(args):
+        """The run folders a command names (its --dry-run), whether or not an earlier command of
+        the table made them already (`--seeds 0` names the same run as no --seeds)."""
+        text = io.StringIO()
+        with contextlib.redirect_stdout(text):
+            main(args + ["--out", str(out), "--dry-run"])
+        decoder, rest, found = json.JSONDecoder(), text.getvalue().strip(), []
+        while rest:
+            obj, end = decoder.raw_decode(rest)
+            found.append(Path(obj["run_folder"]))
+            rest = rest[end:].strip()
+        return found
 
     def get(command):
         if command not in done:
             args = shlex.split(command)
             assert args[:2] == ["bench", "run"]
-            before = set(find_runs([out]))
             try:
                 main(args[1:] + ["--out", str(out)])
             except SystemExit as exc:
                 assert exc.code in (0, None), command
-            runs = sorted(set(find_runs([out])) - before)
-            assert runs, f"{command} made no run folder"
+            runs = folders(args[1:])
+            assert runs and all((r / "run.json").is_file() for r in runs), f"{command} made no run folder"
             done[command] = cb.metrics(runs)
         return done[command]
 
